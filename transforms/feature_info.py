@@ -8,9 +8,10 @@ recomputes a vocabulary size.
 import dataclasses
 import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import tensorflow as tf
+import tensorflow_transform as tft
 
 from transforms import spec as spec_lib
 
@@ -28,8 +29,10 @@ class FeatureInfo:
       numeric features.
     vocabulary_size: learned vocabulary entries without OOV rows, else None.
     num_oov_buckets: OOV rows after the vocabulary (learned kinds), else 0.
-    embedding_dim: the dimension to train with (explicit or fourth-root).
-    dim_range: the (low, high) range a tuner searches around the rule.
+    embedding_dim: the dimension to train with (explicit or fourth-root);
+      0 for numeric features.
+    dim_range: the (low, high) range a tuner searches, about 0.6x..1.4x the
+      fourth-root rule's dimension (also when embedding_dim is explicit).
     multivalent: True when rows carry a variable number of ids (sparse).
     vocabulary_file: the vocabulary's file name under transform_fn assets,
       or None.
@@ -45,6 +48,27 @@ class FeatureInfo:
   vocabulary_file: Optional[str]
 
 
+def learned_vocabulary_sizes(
+    spec: spec_lib.FeatureSpec,
+    transform_output: Union[str, tft.TFTransformOutput]) -> Dict[str, int]:
+  """Reads every learned vocabulary's size from a tf.Transform output.
+
+  Args:
+    spec: the feature spec the transform output was made with.
+    transform_output: the directory holding transform_fn/, or a
+      TFTransformOutput.
+
+  Returns:
+    Feature name -> vocabulary entries (lines of its vocabulary file, no OOV
+    rows), for every feature with a learned vocabulary.
+  """
+  if isinstance(transform_output, str):
+    transform_output = tft.TFTransformOutput(transform_output)
+  return {feature.name: int(transform_output.vocabulary_size_by_name(
+      feature.name)) for feature in spec.features
+          if feature.has_learned_vocabulary}
+
+
 def resolve_feature_info(spec: spec_lib.FeatureSpec,
                          vocabulary_sizes: Dict[str, int]
                         ) -> Dict[str, FeatureInfo]:
@@ -57,7 +81,15 @@ def resolve_feature_info(spec: spec_lib.FeatureSpec,
 
   Returns:
     Feature name -> FeatureInfo, in spec order.
+
+  Raises:
+    ValueError: a learned vocabulary's size is missing or negative.
   """
+  missing = [f.name for f in spec.features
+             if f.has_learned_vocabulary and f.name not in vocabulary_sizes]
+  if missing:
+    raise ValueError(f"no vocabulary size given for feature(s) {missing}; "
+                     f"read them with learned_vocabulary_sizes()")
   infos = {}
   for feature in spec.features:
     if feature.kind == spec_lib.NUMERIC:
@@ -68,6 +100,9 @@ def resolve_feature_info(spec: spec_lib.FeatureSpec,
       continue
     if feature.has_learned_vocabulary:
       vocabulary_size = int(vocabulary_sizes[feature.name])
+      if vocabulary_size < 0:
+        raise ValueError(f"feature {feature.name!r}: vocabulary size "
+                         f"{vocabulary_size} is negative")
       size = vocabulary_size + feature.num_oov_buckets
       oov = feature.num_oov_buckets
     else:
@@ -112,6 +147,7 @@ def read_feature_info(transform_dir: str) -> Dict[str, FeatureInfo]:
 
   Raises:
     FileNotFoundError: the directory holds no finished preprocessing output.
+    ValueError: the file is not a feature_info.json this module wrote.
   """
   path = os.path.join(transform_dir, FEATURE_INFO_FILE)
   if not tf.io.gfile.exists(path):
@@ -119,6 +155,12 @@ def read_feature_info(transform_dir: str) -> Dict[str, FeatureInfo]:
         f"{path} does not exist: {transform_dir!r} is not the output of a "
         f"finished `embeddings preprocess` run")
   with tf.io.gfile.GFile(path) as handle:
-    payload = json.load(handle)
-  return {name: FeatureInfo(**{**fields, "dim_range": tuple(fields["dim_range"])})
-          for name, fields in payload.items()}
+    text = handle.read()
+  try:
+    payload = json.loads(text)
+    return {name: FeatureInfo(**{**fields,
+                                 "dim_range": tuple(fields["dim_range"])})
+            for name, fields in payload.items()}
+  except (ValueError, TypeError, KeyError, AttributeError) as error:
+    raise ValueError(f"{path} is not a valid feature info file: "
+                     f"{error}") from None

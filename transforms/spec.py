@@ -41,6 +41,9 @@ COLUMN_TYPES = ("string", "int", "float")
 INPUT_FORMATS = ("csv", "parquet", "tfrecord")
 TASKS = ("regression", "binary")
 
+# The transformed column that carries the label; no feature may take the name.
+LABEL_KEY = "label"
+
 # The fourth-root rule gives a starting point; the tuning range around it is
 # what `embeddings tune` searches.
 AUTO_DIM_RANGE = (0.6, 1.4)
@@ -207,6 +210,17 @@ class FeatureSpec:
     return self.inputs[self.main]
 
   def feature(self, name: str) -> Feature:
+    """The feature called `name`.
+
+    Args:
+      name: a feature name.
+
+    Returns:
+      Its Feature record.
+
+    Raises:
+      KeyError: no feature has that name.
+    """
     for feature in self.features:
       if feature.name == name:
         return feature
@@ -221,7 +235,15 @@ class FeatureSpec:
     return tuple(f for f in self.features if f.kind == NUMERIC)
 
   def is_multivalent(self, name: str) -> bool:
-    """Whether a feature yields a variable number of ids per row."""
+    """Whether a feature yields a variable number of ids per row.
+
+    Args:
+      name: a feature name.
+
+    Returns:
+      True for tokens and for crosses with a multivalent member (their
+      output is a SparseTensor), else False.
+    """
     feature = self.feature(name)
     if feature.kind == TOKENS:
       return True
@@ -232,8 +254,11 @@ class FeatureSpec:
   def raw_column_types(self) -> Dict[str, str]:
     """Column -> type of the joined row that preprocessing_fn receives.
 
-    These are every column the features and the label read, plus split and
-    join keys, resolved across the main and side tables.
+    Returns:
+      Every column the features and the label read (in spec order, label
+      first), with its type resolved across the main and side tables. Split
+      and join keys are used before tf.Transform and appear only when a
+      feature reads them.
     """
     available = {}
     for table in self.inputs.values():
@@ -300,6 +325,27 @@ def _positive_int(value: Any, field: str, where: str,
   return value
 
 
+def _bool(value: Any, field: str, where: str) -> bool:
+  # bool("false") is True: only real YAML booleans are accepted.
+  if not isinstance(value, bool):
+    raise SpecError(f"{where}: field '{field}' must be true or false, "
+                    f"got {value!r}")
+  return value
+
+
+def _number(value: Any, field: str, where: str) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise SpecError(f"{where}: field '{field}' must be a number, "
+                    f"got {value!r}")
+  return float(value)
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+  if not isinstance(value, Mapping):
+    raise SpecError(f"{where}: must be a mapping, got {value!r}")
+  return value
+
+
 def _check_keys(mapping: Mapping[str, Any], allowed: Sequence[str],
                 where: str) -> None:
   unknown = sorted(set(mapping) - set(allowed))
@@ -315,18 +361,22 @@ _INPUT_FIELDS = ("format", "path", "columns", "types", "delimiter", "header",
 def _parse_input(name: str, raw: Mapping[str, Any],
                  overrides: Mapping[str, str]) -> InputTable:
   where = f"input '{name}'"
-  if not isinstance(raw, Mapping):
-    raise SpecError(f"{where}: must be a mapping")
+  _mapping(raw, where)
   _check_keys(raw, _INPUT_FIELDS, where)
   fmt = _require(raw, "format", where)
   if fmt not in INPUT_FORMATS:
     raise SpecError(f"{where}: field 'format' must be one of {INPUT_FORMATS}, "
                     f"got {fmt!r}")
-  path = _expand_env(str(_require(raw, "path", where)), where, overrides)
-  columns = tuple(_require(raw, "columns", where))
+  path = _expand_env(str(_require(raw, "path", where)),
+                     f"{where}: field 'path'", overrides)
+  columns = _require(raw, "columns", where)
+  if not isinstance(columns, (list, tuple)) or not all(
+      isinstance(column, str) for column in columns):
+    raise SpecError(f"{where}: field 'columns' must be a list of names")
+  columns = tuple(columns)
   if not columns or len(set(columns)) != len(columns):
     raise SpecError(f"{where}: field 'columns' must be non-empty and unique")
-  types = dict(raw.get("types") or {})
+  types = dict(_mapping(raw.get("types") or {}, f"{where}: field 'types'"))
   for column, column_type in types.items():
     if column not in columns:
       raise SpecError(f"{where}: field 'types' names column {column!r} that "
@@ -341,14 +391,15 @@ def _parse_input(name: str, raw: Mapping[str, Any],
                     f"in 'columns'")
   eval_path = raw.get("eval_path")
   if eval_path is not None:
-    eval_path = _expand_env(str(eval_path), where, overrides)
+    eval_path = _expand_env(str(eval_path), f"{where}: field 'eval_path'",
+                            overrides)
   delimiter = raw.get("delimiter", ",")
   if not isinstance(delimiter, str) or len(delimiter) != 1:
     raise SpecError(f"{where}: field 'delimiter' must be one character, "
                     f"got {delimiter!r}")
   return InputTable(name=name, format=fmt, path=path, columns=columns,
                     types=full_types, delimiter=delimiter,
-                    header=bool(raw.get("header", False)),
+                    header=_bool(raw.get("header", False), "header", where),
                     encoding=str(raw.get("encoding", "utf-8")), key=key,
                     eval_path=eval_path)
 
@@ -387,6 +438,9 @@ def _parse_feature(raw: Mapping[str, Any], index: int,
                     f"(letters, digits, _), got {name!r}")
   if name in earlier:
     raise SpecError(f"{where}: field 'name' repeats an earlier feature")
+  if name == LABEL_KEY:
+    raise SpecError(f"{where}: field 'name' {LABEL_KEY!r} is reserved for "
+                    f"the transformed label")
   _check_keys(raw, _FEATURE_FIELDS, where)
   kind = _require(raw, "kind", where)
   if kind not in FEATURE_KINDS:
@@ -413,8 +467,11 @@ def _parse_feature(raw: Mapping[str, Any], index: int,
       if earlier[member].kind == NUMERIC:
         raise SpecError(f"{where}: field 'features' names numeric feature "
                         f"{member!r}; bucketize it to cross it")
+    if len(set(members)) != len(members):
+      raise SpecError(f"{where}: field 'features' repeats a feature")
     values["features"] = tuple(members)
-    values["vocabulary"] = bool(raw.get("vocabulary", False))
+    values["vocabulary"] = _bool(raw.get("vocabulary", False), "vocabulary",
+                                 where)
     if not values["vocabulary"]:
       values["hash_bucket_size"] = _positive_int(
           _require(raw, "hash_bucket_size", where), "hash_bucket_size", where)
@@ -434,6 +491,10 @@ def _parse_feature(raw: Mapping[str, Any], index: int,
                       f"columns or a mapping column -> token")
     if not pairs:
       raise SpecError(f"{where}: field 'flag_columns' is empty")
+    tokens = [token for _, token in pairs]
+    if "" in tokens or len(set(tokens)) != len(tokens):
+      raise SpecError(f"{where}: field 'flag_columns' must give each column "
+                      f"a distinct, non-empty token")
     for column, _ in pairs:
       if column not in column_types:
         raise SpecError(f"{where}: field 'flag_columns' names column "
@@ -448,13 +509,22 @@ def _parse_feature(raw: Mapping[str, Any], index: int,
       raise SpecError(f"{where}: field 'source' names column {source!r}, "
                       f"which no input table has")
     values["source"] = source
-    numeric_source = kind in (NUMERIC, BUCKETIZED, IDENTITY, DAY_OF_WEEK,
-                              HOUR_OF_DAY)
-    if numeric_source and column_types[source] == "string":
+    if kind in (NUMERIC, BUCKETIZED) and column_types[source] == "string":
       raise SpecError(f"{where}: field 'source' column {source!r} is a "
                       f"string; kind {kind!r} needs an int or float column")
+    # Ids and unix seconds must be exact: a float32 timestamp is off by up
+    # to two minutes today.
+    if kind in (IDENTITY, DAY_OF_WEEK, HOUR_OF_DAY) and (
+        column_types[source] != "int"):
+      raise SpecError(f"{where}: field 'source' column {source!r} has type "
+                      f"{column_types[source]!r}; kind {kind!r} needs an int "
+                      f"column")
     if kind == TOKENS:
-      values["delimiter"] = _require(raw, "delimiter", where)
+      delimiter = _require(raw, "delimiter", where)
+      if not isinstance(delimiter, str) or not delimiter:
+        raise SpecError(f"{where}: field 'delimiter' must be a non-empty "
+                        f"string, got {delimiter!r}")
+      values["delimiter"] = delimiter
       if column_types[source] != "string":
         raise SpecError(f"{where}: field 'source' column {source!r} must be "
                         f"a string to split on a delimiter")
@@ -479,9 +549,11 @@ def _parse_feature(raw: Mapping[str, Any], index: int,
     # At least one OOV bucket: an unseen token must still map to a row.
     values["num_oov_buckets"] = _positive_int(
         raw.get("num_oov_buckets", 1), "num_oov_buckets", where)
-  elif kind == CROSS and any(k in raw for k in ("top_k", "frequency_threshold",
-                                                "num_oov_buckets")):
-    raise SpecError(f"{where}: vocabulary options need 'vocabulary: true'")
+  elif kind == CROSS:
+    options = sorted(set(raw) & {"top_k", "frequency_threshold",
+                                 "num_oov_buckets"})
+    if options:
+      raise SpecError(f"{where}: field(s) {options} need 'vocabulary: true'")
 
   dim = raw.get("embedding_dim", "auto")
   if kind == NUMERIC:
@@ -504,7 +576,8 @@ def _parse_feature(raw: Mapping[str, Any], index: int,
     values["from_checkpoint"] = CheckpointSource(
         path=str(_require(source_ckpt, "path", ckpt_where)),
         tensor=str(_require(source_ckpt, "tensor", ckpt_where)),
-        trainable=bool(source_ckpt.get("trainable", False)))
+        trainable=_bool(source_ckpt.get("trainable", False), "trainable",
+                        ckpt_where))
   return Feature(**values)
 
 
@@ -538,8 +611,12 @@ def parse_spec(raw: Mapping[str, Any],
                     f"in 'inputs'")
 
   joins = []
-  for index, raw_join in enumerate(raw.get("joins") or ()):
+  raw_joins = raw.get("joins") or ()
+  if not isinstance(raw_joins, (list, tuple)):
+    raise SpecError("spec: field 'joins' must be a list")
+  for index, raw_join in enumerate(raw_joins):
     where = f"joins[{index}]"
+    _mapping(raw_join, where)
     _check_keys(raw_join, ("table", "by", "how"), where)
     table = _require(raw_join, "table", where)
     if table not in inputs or table == main:
@@ -572,20 +649,22 @@ def parse_spec(raw: Mapping[str, Any],
   split = None
   main_table = inputs[main]
   if main_table.eval_path is None:
-    raw_split = _require(raw, "split", "spec")
+    raw_split = _mapping(_require(raw, "split", "spec"), "split")
     _check_keys(raw_split, ("key", "eval_fraction", "seed"), "split")
     key = _require(raw_split, "key", "split")
     if key not in column_types:
       raise SpecError(f"split: field 'key' names column {key!r}, which no "
                       f"joined table has")
-    fraction = float(raw_split.get("eval_fraction", 0.2))
+    fraction = _number(raw_split.get("eval_fraction", 0.2), "eval_fraction",
+                       "split")
     if not 0.0 < fraction < 1.0:
       raise SpecError(f"split: field 'eval_fraction' must be in (0, 1), "
                       f"got {fraction}")
-    split = Split(key=key, eval_fraction=fraction,
-                  seed=int(raw_split.get("seed", 0)))
+    seed = _positive_int(raw_split.get("seed", 0), "seed", "split",
+                         allow_zero=True)
+    split = Split(key=key, eval_fraction=fraction, seed=seed)
 
-  raw_label = _require(raw, "label", "spec")
+  raw_label = _mapping(_require(raw, "label", "spec"), "label")
   _check_keys(raw_label, ("column", "task", "min", "max"), "label")
   label_column = _require(raw_label, "column", "label")
   if label_column not in column_types:
@@ -596,8 +675,14 @@ def parse_spec(raw: Mapping[str, Any],
   task = raw_label.get("task", "regression")
   if task not in TASKS:
     raise SpecError(f"label: field 'task' must be one of {TASKS}")
-  label = Label(column=label_column, task=task,
-                min=raw_label.get("min"), max=raw_label.get("max"))
+  bounds = {field: None if raw_label.get(field) is None else
+            _number(raw_label[field], field, "label")
+            for field in ("min", "max")}
+  if (bounds["min"] is not None and bounds["max"] is not None
+      and bounds["min"] > bounds["max"]):
+    raise SpecError(f"label: field 'min' ({bounds['min']}) is above field "
+                    f"'max' ({bounds['max']})")
+  label = Label(column=label_column, task=task, **bounds)
 
   raw_features = _require(raw, "features", "spec")
   if not isinstance(raw_features, (list, tuple)) or not raw_features:
@@ -610,8 +695,9 @@ def parse_spec(raw: Mapping[str, Any],
                       f"the label column")
     features[feature.name] = feature
 
-  model = dict(raw.get("model") or {})
-  fraction = float(raw.get("max_rejected_fraction", 0.01))
+  model = dict(_mapping(raw.get("model") or {}, "spec: field 'model'"))
+  fraction = _number(raw.get("max_rejected_fraction", 0.01),
+                     "max_rejected_fraction", "spec")
   if not 0.0 <= fraction <= 1.0:
     raise SpecError("spec: field 'max_rejected_fraction' must be in [0, 1]")
   return FeatureSpec(name=name, inputs=inputs, main=main, joins=tuple(joins),
