@@ -22,14 +22,20 @@ setup: $(STAMP)
 
 run: setup
 	$(BIN)/embeddings generate --output $(RUN_DIR)/data --rows $(ROWS) --seed 1
-	DATA_DIR=$(RUN_DIR)/data $(BIN)/embeddings preprocess \
-	  --spec configs/synthetic.yaml --output $(RUN_DIR)/preprocessed
+	$(BIN)/embeddings preprocess --spec configs/synthetic.yaml \
+	  --env DATA_DIR=$(RUN_DIR)/data --output $(RUN_DIR)/preprocessed
 	$(BIN)/embeddings train --spec configs/synthetic.yaml \
-	  --preprocessed $(RUN_DIR)/preprocessed --model_dir $(RUN_DIR)/model
+	  --env DATA_DIR=$(RUN_DIR)/data --preprocessed $(RUN_DIR)/preprocessed \
+	  --model_dir $(RUN_DIR)/model
 	$(BIN)/embeddings export --model_dir $(RUN_DIR)/model \
 	  --preprocessed $(RUN_DIR)/preprocessed --output $(RUN_DIR)/embeddings
 	$(BIN)/embeddings neighbors --embeddings $(RUN_DIR)/embeddings \
-	  --table movie --item m1 -k 10
+	  --table movie --item m1 -k 10 --names $(RUN_DIR)/data/items.csv
+	$(BIN)/embeddings recommend --embeddings $(RUN_DIR)/embeddings \
+	  --users u1,u2 -k 5 --seen $(RUN_DIR)/data/ratings.csv \
+	  --names $(RUN_DIR)/data/items.csv
+	$(BIN)/embeddings recommend-batch --embeddings $(RUN_DIR)/embeddings \
+	  --seen $(RUN_DIR)/data/ratings.csv --output $(RUN_DIR)/recommendations -k 10
 
 test: setup
 	$(BIN)/python -m pytest -q tests

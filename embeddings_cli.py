@@ -1,7 +1,8 @@
 """`embeddings`: the one console command; each subcommand is a job module.
 
-Every job module exposes `run(argv=None)` (the Beam wordcount convention), so
-a subcommand is `embeddings NAME [flags]` and also `python -m MODULE [flags]`.
+Every job module exposes `run(argv=None)` (the Beam wordcount convention), and
+may add `main(argv=None)` that reports known errors as one line; a subcommand is
+`embeddings NAME [flags]` and also `python -m MODULE [flags]`.
 Modules import lazily: `embeddings generate` does not pay for TensorFlow.
 """
 
@@ -60,7 +61,12 @@ def main(argv: Optional[List[str]] = None) -> int:
           file=sys.stderr)
     return 2
   module = importlib.import_module(SUBCOMMANDS[name][0])
-  entry = getattr(module, "rollback" if name == "rollback" else "run")
+  # A module's `main` wraps `run` and turns its known errors into one clear
+  # line and an exit status; jobs without one report through `run` itself.
+  if name == "rollback":
+    entry = module.rollback
+  else:
+    entry = getattr(module, "main", None) or module.run
   result = entry(rest)
   return result if isinstance(result, int) else 0
 

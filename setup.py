@@ -31,7 +31,8 @@ setuptools.setup(
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(
         include=["pipelines", "pipelines.*", "transforms", "transforms.*",
-                 "trainer", "trainer.*"]),
+                 "trainer", "trainer.*", "retrieval", "retrieval.*",
+                 "deploy", "deploy.*"]),
     py_modules=["embeddings_cli"],
     package_data={"": ["*.yaml"]},
     install_requires=REQUIRED,

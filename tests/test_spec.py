@@ -75,7 +75,7 @@ def test_base_spec_parses_into_typed_records():
   assert spec.inputs["users"].key == "user_id"
   assert spec.joins == (spec_lib.Join("users", "user_id"),
                         spec_lib.Join("items", "item_id"))
-  assert spec.split == spec_lib.Split("user_id", 0.25, 3)
+  assert spec.split == spec_lib.Split(("user_id",), 0.25, 3)
   assert spec.label == spec_lib.Label("rating", "regression", 1.0, 5.0)
   user = spec.feature("user")
   assert (user.top_k, user.frequency_threshold, user.num_oov_buckets) == (
@@ -135,7 +135,7 @@ def test_shipped_synthetic_config_loads(monkeypatch):
                             {"DATA_DIR": "/tmp/gen"})
   assert spec.main_table.path == "/tmp/gen/ratings.csv"
   assert spec.inputs["items"].path == "/tmp/gen/items.csv"
-  assert spec.split.key == "user_id"
+  assert spec.split.key == ("user_id", "item_id")
   assert [f.kind for f in spec.features] == [
       "vocabulary", "vocabulary", "vocabulary", "vocabulary", "bucketized",
       "tokens", "day_of_week", "hour_of_day", "cross", "cross", "cross"]

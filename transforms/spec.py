@@ -99,8 +99,13 @@ class Join:
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """Deterministic train/eval split by a hash of `key`."""
-  key: str
+  """Deterministic train/eval split by a hash of the `key` columns.
+
+  One column keeps all rows sharing it on one side (split by user: eval
+  users are unseen in training); several columns, e.g. (user_id, item_id),
+  split the ratings themselves, so eval users also have training rows.
+  """
+  key: Tuple[str, ...]
   eval_fraction: float = 0.2
   seed: int = 0
 
@@ -652,9 +657,16 @@ def parse_spec(raw: Mapping[str, Any],
     raw_split = _mapping(_require(raw, "split", "spec"), "split")
     _check_keys(raw_split, ("key", "eval_fraction", "seed"), "split")
     key = _require(raw_split, "key", "split")
-    if key not in column_types:
-      raise SpecError(f"split: field 'key' names column {key!r}, which no "
-                      f"joined table has")
+    key = (key,) if isinstance(key, str) else key
+    if (not isinstance(key, (list, tuple)) or not key
+        or not all(isinstance(column, str) for column in key)):
+      raise SpecError(f"split: field 'key' must be a column or a list of "
+                      f"columns, got {key!r}")
+    for column in key:
+      if column not in column_types:
+        raise SpecError(f"split: field 'key' names column {column!r}, which "
+                        f"no joined table has")
+    key = tuple(dict.fromkeys(key))
     fraction = _number(raw_split.get("eval_fraction", 0.2), "eval_fraction",
                        "split")
     if not 0.0 < fraction < 1.0:

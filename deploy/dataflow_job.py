@@ -1,0 +1,186 @@
+"""The Dataflow job `embeddings preprocess` would submit, built offline.
+
+`python -m deploy.dataflow_job` takes the same flags as `embeddings
+preprocess` plus Dataflow options (a `--preset dataflow` expands as usual)
+and builds the complete job with Beam's own DataflowRunner in `--dry_run`
+mode: Dataflow's overrides, the Runner v2 portable pipeline, the worker
+environment with the staged package (the setup.py sdist) or custom
+container. Nothing is uploaded and no credentials are needed.
+
+Beam's dry run stops before `--dataflow_job_file` is written (writing it is
+part of staging, which uploads to GCS), so this module writes it: the job
+description from Beam's own `apiclient.Environment`, exactly what the
+service would receive minus the staged files' URLs, and beside it
+`<job file>.pipeline.json`, the portable pipeline Runner v2 executes.
+
+tf.Transform writes its intermediate graphs to its temp dir while the
+pipeline is being built, so that dir (--tft_temp_dir, default a local
+temporary directory) must be writable from here; in a real submission it is
+under the gs:// output. That is the only local write.
+
+  python -m deploy.dataflow_job --spec configs/movielens100k.yaml \\
+      --output gs://BUCKET/ml100k/preprocessed --preset dataflow \\
+      --project PROJECT --region us-central1 --temp_location gs://BUCKET/tmp \\
+      --dataflow_job_file /tmp/job.json
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+import apache_beam as beam
+import tensorflow_transform.beam as tft_beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options import pipeline_options as beam_options
+from apache_beam.runners.dataflow.internal import apiclient
+from apache_beam.runners.internal import names as shared_names
+from google.protobuf import json_format
+
+from pipelines import preprocess
+from pipelines import runners
+from transforms import spec as spec_lib
+
+PIPELINE_SUFFIX = ".pipeline.json"
+
+
+@dataclasses.dataclass
+class DataflowJob:
+  """A Dataflow job built without submitting it.
+
+  Attributes:
+    job: the Dataflow job description (what --dataflow_job_file holds).
+    pipeline: the Runner v2 portable pipeline, as JSON.
+    steps: the top-level step names, in pipeline order.
+    options: the pipeline options the job was built with.
+  """
+  job: Dict[str, object]
+  pipeline: Dict[str, object]
+  steps: List[str]
+  options: beam_options.PipelineOptions
+
+
+def top_level_steps(pipeline: Dict[str, object]) -> List[str]:
+  """Names of the steps directly under the pipeline's root transform.
+
+  Args:
+    pipeline: a portable pipeline as JSON (json_format.MessageToDict).
+
+  Returns:
+    Step names such as "ReadMainTrain", "Analyze", "WriteDeadLetters".
+  """
+  transforms = pipeline["components"]["transforms"]
+  names = []
+  for root_id in pipeline["rootTransformIds"]:
+    root = transforms[root_id]
+    children = root.get("subtransforms") or []
+    if not children:
+      names.append(root["uniqueName"])
+    names.extend(transforms[child]["uniqueName"] for child in children)
+  return names
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m deploy.dataflow_job",
+      description="Build the Dataflow job of `embeddings preprocess` "
+                  "offline (Beam --dry_run) and write it as a job file.")
+  parser.add_argument("--tft_temp_dir", default=None,
+                      help="where tf.Transform writes its graphs while the "
+                           "pipeline is built (default: a local temp dir)")
+  return parser
+
+
+def build_preprocess_job(argv: Sequence[str]) -> DataflowJob:
+  """Builds the preprocessing job for DataflowRunner without submitting it.
+
+  Args:
+    argv: `embeddings preprocess` flags plus Beam/Dataflow options (or
+      `--preset dataflow` with its values); `--dry_run` is implied.
+
+  Returns:
+    The DataflowJob; when `--dataflow_job_file` is given, the job and its
+    pipeline are also written there.
+
+  Raises:
+    runners.PresetError: Dataflow options are missing or invalid.
+    spec_lib.SpecError, sources.InputError: as for `embeddings preprocess`.
+  """
+  own, rest = _parser().parse_known_args(list(argv))
+  known, pipeline_args = preprocess._parser().parse_known_args(rest)
+  pipeline_args = runners.expand_preset(pipeline_args)
+  options = beam_options.PipelineOptions(pipeline_args + ["--dry_run=True"])
+  runner = options.view_as(beam_options.StandardOptions).runner
+  if runner != "DataflowRunner":
+    raise runners.PresetError(f"this builds a DataflowRunner job; got "
+                              f"--runner={runner} (use --preset dataflow)")
+  spec = spec_lib.load_spec(known.spec, preprocess._parse_env(known.env))
+  rules = preprocess.plan_inputs(spec)
+  # The job only names its output paths; nothing is written there.
+  staging = known.output.rstrip("/") + ".staging-dryrun"
+
+  with tempfile.TemporaryDirectory(prefix="tft-dryrun-") as local_temp:
+    pipeline = beam.Pipeline(options=options)
+    with tft_beam.Context(temp_dir=own.tft_temp_dir or local_temp):
+      preprocess.build_pipeline(pipeline, spec, rules, staging,
+                                known.num_shards)
+    result = pipeline.run()
+  job = result.job
+  cloud = job.options.view_as(beam_options.GoogleCloudOptions)
+  # The same Environment the client builds before submitting; with no
+  # packages uploaded its list of staged files is empty, the rest is equal.
+  job.proto.environment = apiclient.Environment(
+      packages=[], options=job.options,
+      environment_version=apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
+      proto_pipeline_staged_url=FileSystems.join(
+          cloud.staging_location, shared_names.STAGED_PIPELINE_FILENAME),
+      proto_pipeline=job.proto_pipeline).proto
+  description = json.loads(job.json())
+  pipeline_json = json_format.MessageToDict(job.proto_pipeline)
+  built = DataflowJob(job=description, pipeline=pipeline_json,
+                      steps=top_level_steps(pipeline_json),
+                      options=job.options)
+  job_file = job.options.view_as(beam_options.DebugOptions).dataflow_job_file
+  if job_file:
+    write_job_file(built, job_file)
+  return built
+
+
+def write_job_file(built: DataflowJob, path: str) -> None:
+  """Writes the job description and, beside it, the portable pipeline.
+
+  Args:
+    built: from build_preprocess_job.
+    path: the job file (any Beam filesystem); the pipeline goes to
+      `path + ".pipeline.json"`.
+  """
+  for target, payload in ((path, built.job),
+                          (path + PIPELINE_SUFFIX, built.pipeline)):
+    with FileSystems.create(target) as handle:
+      handle.write(json.dumps(payload, indent=2, sort_keys=True).encode())
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
+  """Builds the job, writes the job file if asked, prints the steps.
+
+  Args:
+    argv: as for build_preprocess_job (default: sys.argv[1:]).
+
+  Returns:
+    0.
+  """
+  built = build_preprocess_job(sys.argv[1:] if argv is None else argv)
+  environment = built.job.get("environment", {})
+  images = [pool.get("workerHarnessContainerImage")
+            for pool in environment.get("workerPools", [])]
+  print(f"Dataflow job {built.job['name']} ({built.job['type']}), "
+        f"{len(built.steps)} steps, worker image {images}:")
+  for step in built.steps:
+    print(f"  {step}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(run())

@@ -1,0 +1,364 @@
+"""Reading raw input tables as batches: CSV, Parquet and TFRecord tf.Example.
+
+Every reader emits batches, never one element per row, because per-element
+Beam overhead dominates a preprocessing job at millions of rows:
+
+* CSV (any one-character delimiter, any ASCII-compatible encoding, with or
+  without a header): files are cut into byte ranges that workers read in
+  parallel; each range yields blocks of complete lines as raw bytes, so
+  decoding and parsing (pipelines/rows.py) happen a block at a time and
+  rows that do not decode can be dead-lettered instead of failing the job.
+  Quoted fields are parsed with the csv module; a quoted field may not hold
+  a line break, since ranges are cut at line breaks.
+* Parquet: Beam's batched Parquet reader (Arrow tables).
+* TFRecord of tf.Example: records grouped into lists for batch decoding.
+
+Paths go through Beam's FileSystems, so local paths, gs:// and any other
+registered filesystem work the same. `check_inputs` runs before the
+pipeline and fails fast on missing or empty inputs.
+"""
+
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import spec as spec_lib
+
+# Bytes per emitted CSV block: ~20K short rating rows, a few thousand wide
+# rows. Big enough to amortize per-batch work, small enough to stream.
+DEFAULT_BLOCK_BYTES = 1 << 19
+# Byte range per CSV read task: the unit of parallelism across workers.
+DEFAULT_RANGE_BYTES = 16 << 20
+# tf.Example records decoded together.
+DEFAULT_RECORD_BATCH = 8192
+
+
+class InputError(ValueError):
+  """An input that cannot be read at all: missing, empty or inconsistent."""
+
+
+def _matched_files(pattern: str, where: str):
+  try:
+    results = FileSystems.match([pattern])
+  except Exception as error:  # Beam wraps every filesystem failure.
+    raise InputError(f"{where}: cannot list {pattern!r}: {error}") from None
+  files = results[0].metadata_list if results else []
+  if not files:
+    raise InputError(f"{where}: no file matches {pattern!r}")
+  return files
+
+
+def _first_line(path: str, encoding: str) -> str:
+  with FileSystems.open(path) as handle:
+    head = b""
+    while b"\n" not in head:
+      chunk = handle.read(1 << 16)
+      if not chunk:
+        break
+      head += chunk
+  line = head.split(b"\n", 1)[0].rstrip(b"\r")
+  try:
+    return line.decode(encoding)
+  except UnicodeDecodeError as error:
+    raise InputError(f"{path}: the header line does not decode as "
+                     f"{encoding}: {error}") from None
+
+
+def check_encoding(table: spec_lib.InputTable) -> None:
+  """Rejects encodings whose line breaks are not the byte b'\\n'.
+
+  Ranges are cut at b'\\n' bytes, which is only right for ASCII-compatible
+  encodings (utf-8, latin-1, cp1252, ...), not utf-16/32.
+
+  Args:
+    table: a CSV input table.
+
+  Raises:
+    InputError: the encoding is unknown or not ASCII-compatible.
+  """
+  try:
+    newline = "\n".encode(table.encoding)
+    sample = table.delimiter.encode(table.encoding)
+  except LookupError:
+    raise InputError(f"input '{table.name}': unknown encoding "
+                     f"{table.encoding!r}") from None
+  if newline != b"\n" or len(sample) != 1:
+    raise InputError(f"input '{table.name}': encoding {table.encoding!r} is "
+                     f"not ASCII-compatible; re-encode the files (e.g. as "
+                     f"utf-8)")
+
+
+def csv_header_fields(table: spec_lib.InputTable,
+                      paths: Sequence[str]) -> Tuple[str, ...]:
+  """The header every file of a CSV table starts with.
+
+  Args:
+    table: a CSV input table with header: true.
+    paths: its matched files.
+
+  Returns:
+    The header's field names, in file order.
+
+  Raises:
+    InputError: files disagree on the header, or it lacks spec columns.
+  """
+  headers = {}
+  for path in paths:
+    line = _first_line(path, table.encoding)
+    headers.setdefault(tuple(f.strip() for f in line.split(table.delimiter)),
+                       path)
+  if len(headers) > 1:
+    (first, first_path), (second, second_path) = list(headers.items())[:2]
+    raise InputError(f"input '{table.name}': files have different headers: "
+                     f"{first_path} has {list(first)}, {second_path} has "
+                     f"{list(second)}")
+  fields = next(iter(headers))
+  missing = [c for c in table.columns if c not in fields]
+  if missing:
+    raise InputError(f"input '{table.name}': header {list(fields)} of "
+                     f"{next(iter(headers.values()))} lacks column(s) "
+                     f"{missing} named in the spec")
+  return fields
+
+
+def check_inputs(spec: spec_lib.FeatureSpec) -> Dict[str, Dict[str, object]]:
+  """Fails fast, before any Beam work, on inputs that cannot be read.
+
+  Args:
+    spec: the feature spec.
+
+  Returns:
+    Table name -> {"paths": matched files (train pattern, then eval_path),
+    "header": header fields for CSV tables with a header, else None}.
+
+  Raises:
+    InputError: a pattern matches nothing, every matched file is empty, the
+      encoding is unusable, or CSV headers disagree with the spec.
+  """
+  found = {}
+  used = [spec.main] + [join.table for join in spec.joins]
+  for name in used:
+    table = spec.inputs[name]
+    where = f"input '{name}'"
+    patterns = [table.path] + ([table.eval_path] if table.eval_path else [])
+    paths = []
+    for pattern in patterns:
+      files = _matched_files(pattern, where)
+      if all(f.size_in_bytes == 0 for f in files):
+        raise InputError(f"{where}: every file matching {pattern!r} is empty")
+      paths.extend(f.path for f in files)
+    header = None
+    if table.format == "csv":
+      check_encoding(table)
+      if table.header:
+        header = csv_header_fields(table, paths)
+    found[name] = {"paths": paths, "header": header}
+  return found
+
+
+def iter_line_blocks(handle, start: int, end: Optional[int],
+                     block_bytes: int) -> Iterator[bytes]:
+  """Blocks of the complete lines that start in [start, end).
+
+  A line belongs to the range its first byte lies in, so adjacent ranges of
+  one file together yield every line exactly once.
+
+  Args:
+    handle: a readable binary file, seekable when start > 0.
+    start: first byte offset of the range.
+    end: end offset (exclusive), or None for the rest of the file.
+    block_bytes: read size; blocks are about this long.
+
+  Yields:
+    bytes holding whole lines, each ending in b"\\n" except maybe the last
+    line of the file.
+  """
+  buffer = b""
+  pos = start
+  if start > 0:
+    # The line that straddles `start` belongs to the previous range; the
+    # byte before `start` tells whether one does.
+    handle.seek(start - 1)
+    pos = start - 1
+    while True:
+      chunk = handle.read(block_bytes)
+      if not chunk:
+        return
+      newline = chunk.find(b"\n")
+      if newline >= 0:
+        pos += newline + 1
+        buffer = chunk[newline + 1:]
+        break
+      pos += len(chunk)
+  while end is None or pos < end:
+    chunk = handle.read(block_bytes)
+    if chunk:
+      buffer += chunk
+      cut = buffer.rfind(b"\n")
+      if cut < 0:
+        continue
+      complete, buffer = buffer[:cut + 1], buffer[cut + 1:]
+    else:
+      # End of file: the rest is whole lines, the last maybe unterminated.
+      complete, buffer = buffer, b""
+      if not complete:
+        return
+    if end is not None and pos + len(complete) > end:
+      # Keep the lines that start before `end`; the one holding byte
+      # end - 1 is the last of them.
+      last = complete.find(b"\n", end - pos - 1)
+      yield complete if last < 0 else complete[:last + 1]
+      return
+    yield complete
+    pos += len(complete)
+
+
+class _SplitIntoRanges(beam.DoFn):
+  """FileMetadata -> (path, start, end or None, compression) read tasks."""
+
+  def __init__(self, range_bytes: int):
+    self._range_bytes = range_bytes
+
+  def process(self, metadata):
+    path, size = metadata.path, metadata.size_in_bytes
+    compression = CompressionTypes.detect_compression_type(path)
+    if compression != CompressionTypes.UNCOMPRESSED:
+      # A compressed stream cannot be entered in the middle.
+      yield path, 0, None, compression
+      return
+    for start in range(0, max(size, 1), self._range_bytes):
+      yield path, start, min(start + self._range_bytes, size), compression
+
+
+class _ReadRanges(beam.DoFn):
+  """A read task -> blocks of complete lines (bytes); the header skipped."""
+
+  def __init__(self, header: bool, block_bytes: int):
+    self._header = header
+    self._block_bytes = block_bytes
+
+  def process(self, task):
+    path, start, end, compression = task
+    with FileSystems.open(path, compression_type=compression) as handle:
+      skip_header = self._header and start == 0
+      for block in iter_line_blocks(handle, start, end, self._block_bytes):
+        if skip_header:
+          skip_header = False
+          newline = block.find(b"\n")
+          block = b"" if newline < 0 else block[newline + 1:]
+        if block:
+          yield block
+
+
+class ReadCsvBlocks(beam.PTransform):
+  """File pattern -> PCollection of bytes blocks of whole CSV lines."""
+
+  def __init__(self, pattern: str, header: bool,
+               block_bytes: int = DEFAULT_BLOCK_BYTES,
+               range_bytes: int = DEFAULT_RANGE_BYTES):
+    """Builds the reader.
+
+    Args:
+      pattern: file pattern on any Beam filesystem.
+      header: skip each file's first line.
+      block_bytes: about how many bytes each emitted block holds.
+      range_bytes: size of the byte ranges read in parallel.
+    """
+    super().__init__()
+    self._pattern = pattern
+    self._header = header
+    self._block_bytes = block_bytes
+    self._range_bytes = range_bytes
+
+  def expand(self, pbegin):
+    return (pbegin
+            | "Match" >> fileio.MatchFiles(self._pattern)
+            | "SplitIntoRanges" >> beam.ParDo(
+                _SplitIntoRanges(self._range_bytes))
+            | "SpreadRanges" >> beam.Reshuffle()
+            | "ReadRanges" >> beam.ParDo(
+                _ReadRanges(self._header, self._block_bytes)))
+
+
+class ReadParquetTables(beam.PTransform):
+  """File pattern -> PCollection of pyarrow Tables holding `columns`."""
+
+  def __init__(self, pattern: str, columns: Sequence[str]):
+    """Builds the reader.
+
+    Args:
+      pattern: file pattern on any Beam filesystem.
+      columns: the columns to read.
+    """
+    super().__init__()
+    self._pattern = pattern
+    self._columns = list(columns)
+
+  def expand(self, pbegin):
+    return pbegin | "ReadParquet" >> beam.io.ReadFromParquetBatched(
+        self._pattern, columns=self._columns)
+
+
+class ReadExampleLists(beam.PTransform):
+  """TFRecord tf.Example file pattern -> lists of serialized records."""
+
+  def __init__(self, pattern: str, batch_size: int = DEFAULT_RECORD_BATCH):
+    """Builds the reader.
+
+    Args:
+      pattern: file pattern; compression is detected from the extension.
+      batch_size: records per emitted list.
+    """
+    super().__init__()
+    self._pattern = pattern
+    self._batch_size = batch_size
+
+  def expand(self, pbegin):
+    return (pbegin
+            | "ReadTFRecord" >> beam.io.ReadFromTFRecord(
+                self._pattern, coder=beam.coders.BytesCoder())
+            | "Batch" >> beam.BatchElements(
+                min_batch_size=self._batch_size,
+                max_batch_size=self._batch_size))
+
+
+def read_table(pbegin, table: spec_lib.InputTable, pattern: str,
+               label: str) -> beam.PCollection:
+  """Applies the reader for `table`'s format.
+
+  Args:
+    pbegin: the pipeline.
+    table: the input table.
+    pattern: the file pattern to read (table.path or table.eval_path).
+    label: a unique step label.
+
+  Returns:
+    A PCollection of raw batches: bytes blocks (csv), pyarrow Tables
+    (parquet) or lists of serialized tf.Examples (tfrecord).
+  """
+  if table.format == "csv":
+    reader = ReadCsvBlocks(pattern, table.header)
+  elif table.format == "parquet":
+    reader = ReadParquetTables(pattern, table.columns)
+  else:
+    reader = ReadExampleLists(pattern)
+  return pbegin | label >> reader
+
+
+def header_positions(table: spec_lib.InputTable,
+                     header: Optional[Sequence[str]]
+                    ) -> Tuple[Dict[str, int], int]:
+  """Where each spec column sits in a CSV line, and the field count.
+
+  Args:
+    table: a CSV input table.
+    header: the header fields (check_inputs), or None without a header.
+
+  Returns:
+    (column -> field index, expected number of fields per line).
+  """
+  fields: List[str] = list(header) if header else list(table.columns)
+  return {column: fields.index(column) for column in table.columns}, len(fields)

@@ -1,0 +1,173 @@
+"""`embeddings cluster`: k-means over an embedding table, members per cluster.
+
+  embeddings cluster --embeddings out/run/embeddings --table movie -k 20 \\
+      --names data/items.csv [--output clusters.csv]
+
+Vectors are L2-normalised first, so clusters group rows by the same cosine
+similarity `embeddings neighbors` uses (spherical k-means). faiss.Kmeans
+does the work: it handles 500K x 32 tables in seconds on two cores, where
+scikit-learn's KMeans (several inits over all rows) takes minutes. Each
+cluster is listed by size with the members closest to its centroid first.
+"""
+
+import argparse
+import csv
+import dataclasses
+import io
+import sys
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from retrieval import catalog
+from retrieval import index as index_lib
+
+
+@dataclasses.dataclass
+class Clustering:
+  """A k-means result.
+
+  Attributes:
+    assignments: int64 [n] cluster of every input row.
+    centroids: float32 [k, d] unit-length centroids.
+    similarity: float32 [n] cosine similarity of each row to its centroid.
+  """
+  assignments: np.ndarray
+  centroids: np.ndarray
+  similarity: np.ndarray
+
+  def members(self, cluster: int) -> np.ndarray:
+    """Rows of a cluster, most central first."""
+    rows = np.flatnonzero(self.assignments == cluster)
+    return rows[np.argsort(-self.similarity[rows], kind="stable")]
+
+  def sizes(self) -> np.ndarray:
+    """Rows per cluster."""
+    return np.bincount(self.assignments, minlength=len(self.centroids))
+
+
+def kmeans(vectors: np.ndarray, k: int, iterations: int = 25,
+           restarts: int = 3, seed: int = 0) -> Clustering:
+  """Spherical k-means (cosine) over the rows of a table.
+
+  Args:
+    vectors: [n, d] rows.
+    k: clusters (at most n).
+    iterations: Lloyd iterations per run.
+    restarts: independent runs; the one with the best objective is kept.
+    seed: random seed, for reproducible clusters.
+
+  Returns:
+    The Clustering.
+
+  Raises:
+    ValueError: k < 1 or k > n.
+  """
+  import faiss  # pylint: disable=g-import-not-at-top
+  data = index_lib.normalize(vectors)
+  n, d = data.shape
+  if not 1 <= k <= n:
+    raise ValueError(f"k must be in [1, {n}] for {n} rows, got {k}")
+  model = faiss.Kmeans(d, k, niter=iterations, nredo=restarts, seed=seed,
+                       spherical=True, verbose=False,
+                       max_points_per_centroid=max(256, n // k + 1))
+  model.train(data)
+  centroids = index_lib.normalize(model.centroids)
+  similarity, assignments = model.index.search(data, 1)
+  return Clustering(assignments=assignments[:, 0].astype(np.int64),
+                    centroids=centroids,
+                    similarity=similarity[:, 0].astype(np.float32))
+
+
+def describe(clustering: Clustering, tokens: Sequence[str],
+             names: Mapping[str, str], show: int = 10) -> str:
+  """A printable list of clusters, largest first, with central members."""
+  lines = []
+  order = np.argsort(-clustering.sizes(), kind="stable")
+  for cluster in order:
+    members = clustering.members(int(cluster))
+    if len(members) == 0:
+      continue
+    lines.append(f"cluster {int(cluster)}: {len(members)} members")
+    for row in members[:show]:
+      token = tokens[row]
+      label = names.get(token, "")
+      lines.append(f"    {clustering.similarity[row]:+.3f}  {token:<12}  "
+                   f"{label}".rstrip())
+    if len(members) > show:
+      lines.append(f"    ... {len(members) - show} more")
+  return "\n".join(lines)
+
+
+def write_assignments(path: str, clustering: Clustering,
+                      tokens: Sequence[str],
+                      names: Optional[Mapping[str, str]] = None) -> None:
+  """Writes `token,cluster,similarity[,title]` CSV, one line per row."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  header = ["token", "cluster", "similarity"] + (["title"] if names else [])
+  writer.writerow(header)
+  for row, token in enumerate(tokens):
+    line = [token, int(clustering.assignments[row]),
+            f"{clustering.similarity[row]:.6f}"]
+    if names:
+      line.append(names.get(token, ""))
+    writer.writerow(line)
+  with tf.io.gfile.GFile(path, "w") as handle:
+    handle.write(buffer.getvalue())
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="embeddings cluster",
+      description="k-means (cosine) over an embedding table.")
+  parser.add_argument("--embeddings", required=True,
+                      help="export directory or one table's directory")
+  parser.add_argument("--table", default="movie")
+  parser.add_argument("-k", "--clusters", type=int, default=20)
+  parser.add_argument("--iterations", type=int, default=25)
+  parser.add_argument("--restarts", type=int, default=3)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--names", default=None,
+                      help="id -> title file (u.item, items.csv, id|title)")
+  parser.add_argument("--show", type=int, default=10,
+                      help="members listed per cluster")
+  parser.add_argument("--output", default=None,
+                      help="also write every row's cluster to this CSV")
+  return parser
+
+
+def run(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
+  """Entry point of `embeddings cluster`.
+
+  Args:
+    argv: command-line arguments (without the subcommand).
+
+  Returns:
+    Cluster id (as a string) -> member tokens, most central first.
+  """
+  args = _parser().parse_args(argv)
+  try:
+    table = catalog.load(args.embeddings, args.table)
+  except FileNotFoundError as error:
+    raise SystemExit(f"embeddings cluster: {error}") from None
+  names = catalog.titles(catalog.read_attributes(args.names)
+                         if args.names else None)
+  rows = table.real_rows
+  tokens = [table.tokens[r] for r in rows]
+  clustering = kmeans(table.vectors[rows], args.clusters,
+                      iterations=args.iterations, restarts=args.restarts,
+                      seed=args.seed)
+  print(f"{args.clusters} clusters of {len(rows)} rows of table "
+        f"{table.name!r} (k-means, cosine):")
+  print(describe(clustering, tokens, names, show=args.show))
+  if args.output:
+    write_assignments(args.output, clustering, tokens, names)
+    print(f"assignments written to {args.output}")
+  return {str(c): [tokens[r] for r in clustering.members(c)]
+          for c in range(args.clusters)}
+
+
+if __name__ == "__main__":
+  run(sys.argv[1:])

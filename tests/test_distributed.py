@@ -1,0 +1,320 @@
+"""Distributed training on localhost (issue 3).
+
+* Two MultiWorkerMirroredStrategy workers, each `python -m trainer.task
+  --strategy multi_worker` with its own TF_CONFIG, train one model on the
+  MovieLens 100K fold. Both must end with bit-identical weights (their
+  updates are all-reduced every step) and match a one-process run with the
+  same global batch, seed and data order.
+* A parameter-server cluster (two workers, two ps, in-process
+  tf.distribute.Server tasks as TensorFlow's own PS tests build them) trains
+  through the trainer's model.fit / ClusterCoordinator path with every
+  embedding table partitioned across both ps.
+
+Every cluster runs in subprocesses with a deadline and is killed on the way
+out: an in-process server can never be stopped, and a stuck collective would
+hang the test run.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Dict, List, Sequence
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer import data as data_lib
+from trainer import task
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC = os.path.join(REPO, "configs", "movielens100k.yaml")
+DEADLINE_S = 480
+
+# Two MWMS workers compute the one-process model's arithmetic: the same
+# global batches (DATA sharding splits each global batch between them), the
+# same initial weights (seeded) and the same scaled loss. What may differ is
+# float32 summation order (each worker sums half a batch; sparse gradients
+# are all-gathered and summed per row): ~1e-7 relative per step (measured:
+# <= 6e-8 absolute on every weight after 40 steps). A real divergence
+# (unsharded input, an unscaled loss, another data order or initialisation)
+# moves weights by up to the learning rate (3e-3) per step, > 1e-2 after 20.
+WEIGHT_ATOL = 1e-5
+LOSS_RTOL = 1e-3
+
+
+def _free_ports(count: int) -> List[int]:
+  sockets = [socket.socket() for _ in range(count)]
+  try:
+    for sock in sockets:
+      sock.bind(("localhost", 0))
+    return [sock.getsockname()[1] for sock in sockets]
+  finally:
+    for sock in sockets:
+      sock.close()
+
+
+def _run_together(commands: Dict[str, Sequence[str]],
+                  envs: Dict[str, Dict[str, str]], log_dir,
+                  timeout: float) -> Dict[str, int]:
+  """Runs the commands concurrently; kills every one still alive at the end.
+
+  Returns:
+    name -> exit status.
+
+  Raises:
+    AssertionError: the deadline passed (with the logs' tails).
+  """
+  processes, logs = {}, {}
+  try:
+    for name, command in commands.items():
+      logs[name] = open(os.path.join(log_dir, f"{name}.log"), "w")
+      processes[name] = subprocess.Popen(
+          list(command), cwd=REPO, env=envs[name], stdout=logs[name],
+          stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while any(p.poll() is None for p in processes.values()):
+      if time.monotonic() > deadline:
+        raise AssertionError(
+            f"distributed run exceeded {timeout} s:\n"
+            + _tails(log_dir, list(commands)))
+      time.sleep(0.2)
+    return {name: p.returncode for name, p in processes.items()}
+  finally:
+    for process in processes.values():
+      if process.poll() is None:
+        process.kill()
+      process.wait()
+    for handle in logs.values():
+      handle.close()
+
+
+def _tails(log_dir, names) -> str:
+  parts = []
+  for name in names:
+    with open(os.path.join(log_dir, f"{name}.log")) as handle:
+      parts.append(f"--- {name} ---\n{handle.read()[-3000:]}")
+  return "\n".join(parts)
+
+
+def _train_command(preprocessed: str, ml100k_dir: str, model_dir: str,
+                   strategy: str) -> List[str]:
+  return [sys.executable, "-m", "trainer.task", "--spec", SPEC,
+          "--preprocessed", preprocessed, "--model_dir", model_dir,
+          "--env", f"ML100K_DIR={ml100k_dir}", "--model_type", "dnn",
+          "--hybrid", "--hidden_units", "16,4", "--batch_size", "1024",
+          "--epochs", "2", "--steps_per_epoch", "10", "--shuffle_buffer",
+          "5000", "--seed", "7", "--strategy", strategy, "--verbose", "0"]
+
+
+def _saved_weights(export_dir: str) -> Dict[str, np.ndarray]:
+  """The model weights of a SavedModel, by checkpoint key.
+
+  Metric accumulators are left out: each worker's hold the totals of its
+  own share of the last validation pass.
+  """
+  prefix = os.path.join(export_dir, "variables", "variables")
+  return {name: tf.train.load_variable(prefix, name)
+          for name, _ in tf.train.list_variables(prefix)
+          if name.endswith(".ATTRIBUTES/VARIABLE_VALUE")
+          and not name.startswith("keras_api/metrics/")}
+
+
+def _report(directory: str) -> Dict:
+  with open(os.path.join(directory, task.REPORT_FILE)) as handle:
+    return json.load(handle)
+
+
+def test_two_workers_end_identical_and_match_one_process(
+    ml100k_preprocessed, ml100k_dir, tmp_path):
+  ports = _free_ports(2)
+  cluster = {"worker": [f"localhost:{port}" for port in ports]}
+  multi_dir, single_dir = str(tmp_path / "multi"), str(tmp_path / "single")
+  base_env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+  base_env["CUDA_VISIBLE_DEVICES"] = "-1"
+  commands, envs = {}, {}
+  for index in range(2):
+    name = f"worker{index}"
+    commands[name] = _train_command(ml100k_preprocessed, ml100k_dir,
+                                    multi_dir, "multi_worker")
+    envs[name] = dict(base_env, TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+  commands["single"] = _train_command(ml100k_preprocessed, ml100k_dir,
+                                      single_dir, "default")
+  envs["single"] = base_env
+  codes = _run_together(commands, envs, str(tmp_path), DEADLINE_S)
+  assert codes == {"worker0": 0, "worker1": 0, "single": 0}, (
+      _tails(str(tmp_path), list(commands)))
+
+  # Worker 0 is the chief (no chief task): it writes model_dir; worker 1
+  # writes under model_dir/workers/.
+  worker1_dir = os.path.join(multi_dir, "workers", "worker_1")
+  reports = {"worker0": _report(multi_dir), "worker1": _report(worker1_dir),
+             "single": _report(single_dir)}
+  for name in ("worker0", "worker1"):
+    assert reports[name]["strategy"] == "CollectiveAllReduceStrategy"
+    assert reports[name]["num_replicas"] == 2
+  assert reports["single"]["num_replicas"] == 1
+  for report in reports.values():
+    assert report["steps"] == report["planned_steps"] == 20
+
+  chief = _saved_weights(reports["worker0"]["export_dir"])
+  worker = _saved_weights(reports["worker1"]["export_dir"])
+  single = _saved_weights(reports["single"]["export_dir"])
+  assert worker1_dir in reports["worker1"]["export_dir"]
+  assert sorted(chief) == sorted(worker) == sorted(single)
+  tables = [name for name in chief if chief[name].ndim == 2
+            and "embeddings" in name]
+  assert len(tables) == 13  # 11 feature tables + the user and item biases
+  # The runs did train: the zero-initialised bias rows of the users and
+  # movies in the 20 batches (20K ratings, 200+ users) moved.
+  with open(os.path.join(ml100k_preprocessed, "feature_info.json")) as handle:
+    sizes = {name: info["size"] for name, info in json.load(handle).items()}
+  biases = [name for name in tables if chief[name].shape in (
+      (sizes["user"], 1), (sizes["movie"], 1))]
+  assert len(biases) == 2
+  for name in biases:
+    assert np.count_nonzero(chief[name]) > 100, name
+  for name in chief:
+    np.testing.assert_array_equal(chief[name], worker[name], err_msg=name)
+    np.testing.assert_allclose(chief[name], single[name], rtol=0,
+                               atol=WEIGHT_ATOL, err_msg=name)
+  for name in tables:
+    if chief[name].shape[1] > 1:
+      correlation = np.corrcoef(chief[name].ravel(), single[name].ravel())
+      assert correlation[0, 1] > 0.9999, name
+
+  # The two processes also report the same training curve as one process.
+  multi_loss = [e["loss"] for e in reports["worker0"]["train_history"]]
+  single_loss = [e["loss"] for e in reports["single"]["train_history"]]
+  np.testing.assert_allclose(multi_loss, single_loss, rtol=LOSS_RTOL)
+  assert reports["worker0"]["metrics"] == pytest.approx(
+      reports["worker1"]["metrics"], rel=0, abs=0)
+  assert reports["worker0"]["metrics"]["rmse"] == pytest.approx(
+      reports["single"]["metrics"]["rmse"], rel=LOSS_RTOL)
+
+
+# Runs in a subprocess: starts two worker and two ps servers in-process (as
+# tensorflow/python/distribute/multi_worker_test_base.py does), then trains
+# as the chief through trainer.task.train with a SimpleClusterResolver.
+_PS_SCRIPT = textwrap.dedent("""
+    import json, socket, sys
+    import numpy as np
+    import tensorflow as tf
+    from trainer import config as config_lib, models, task
+    from transforms import spec as spec_lib
+
+    spec_path, ml100k_dir, preprocessed, model_dir, out = sys.argv[1:6]
+    sockets = [socket.socket() for _ in range(5)]
+    for sock in sockets:
+      sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+      sock.close()
+    cluster = tf.train.ClusterSpec({
+        "worker": [f"localhost:{p}" for p in ports[:2]],
+        "ps": [f"localhost:{p}" for p in ports[2:4]],
+        "chief": [f"localhost:{ports[4]}"]})
+    # A worker needs an inter-op thread per concurrent function or it can
+    # deadlock (b/172296720 in TensorFlow's own PS test helpers).
+    worker_config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=3)
+    for index in range(2):
+      tf.distribute.Server(cluster, job_name="worker", task_index=index,
+                           config=worker_config, protocol="grpc", start=True)
+      tf.distribute.Server(cluster, job_name="ps", task_index=index,
+                           protocol="grpc", start=True)
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        cluster, rpc_layer="grpc", task_type="chief", task_id=0)
+
+    env = (("ML100K_DIR", ml100k_dir),)
+    spec = spec_lib.load_spec(spec_path, dict(env))
+    config = config_lib.build_config(
+        spec, {"model_type": "mf", "batch_size": 64, "epochs": 2,
+               "steps_per_epoch": 5, "shuffle": False,
+               "min_shard_bytes": 1024, "export": True, "verbose": 0},
+        preprocessed_dir=preprocessed, model_dir=model_dir,
+        spec_path=spec_path, spec_env=env, strategy="parameter_server")
+    result = task.train(config, spec, cluster_resolver=resolver)
+    model = result.model
+    tables = {}
+    for layer in model.layers:
+      weights = getattr(layer, "embeddings", None)
+      if weights is None:
+        continue
+      shards = getattr(weights, "variables", [weights])
+      tables[layer.name] = {
+          "sharded": type(weights).__name__ == "ShardedVariable",
+          "shape": [int(d) for d in weights.shape],
+          "shard_rows": [int(s.shape[0]) for s in shards],
+          "devices": [s.device for s in shards],
+          "values": np.concatenate([s.numpy() for s in shards]).tolist()}
+    json.dump({"report": result.report, "tables": tables,
+               "iterations": int(model.optimizer.iterations.numpy())},
+              open(out, "w"), default=str)
+    """)
+
+
+def test_parameter_server_training_partitions_the_tables(
+    ml100k_preprocessed, ml100k_dir, tmp_path):
+  model_dir, out = str(tmp_path / "model"), str(tmp_path / "result.json")
+  script = tmp_path / "ps_train.py"
+  script.write_text(_PS_SCRIPT)
+  env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+  env["CUDA_VISIBLE_DEVICES"] = "-1"
+  env["PYTHONPATH"] = os.pathsep.join(
+      [REPO] + [p for p in [env.get("PYTHONPATH")] if p])
+  codes = _run_together(
+      {"ps": [sys.executable, str(script), SPEC, ml100k_dir,
+              ml100k_preprocessed, model_dir, out]},
+      {"ps": env}, str(tmp_path), DEADLINE_S)
+  assert codes == {"ps": 0}, _tails(str(tmp_path), ["ps"])
+  with open(out) as handle:
+    result = json.load(handle)
+  report, tables = result["report"], result["tables"]
+  assert report["strategy"] == "ParameterServerStrategyV2"
+  assert result["iterations"] == report["steps"] == 10
+
+  with open(os.path.join(ml100k_preprocessed, "feature_info.json")) as handle:
+    sizes = {name: info["size"] for name, info in json.load(handle).items()}
+  expected = {"embedding_user": sizes["user"],
+              "embedding_movie": sizes["movie"],
+              "bias_user": sizes["user"], "bias_movie": sizes["movie"]}
+  assert sorted(tables) == sorted(expected)
+  for name, rows in expected.items():
+    table = tables[name]
+    # Split across both parameter servers, row-wise, nothing lost.
+    assert table["sharded"], name
+    assert len(table["shard_rows"]) == 2 and sum(table["shard_rows"]) == rows
+    assert table["shape"][0] == rows
+    assert sorted(d.split("/device")[0] for d in table["devices"]) == [
+        "/job:ps/replica:0/task:0", "/job:ps/replica:0/task:1"]
+
+  # Each worker reads the (unshuffled) train split from its start, and the
+  # coordinator ran 10 steps of 64 between them: the worker with the most
+  # steps (>= 5) saw the first 320 examples, nobody saw past example 640.
+  # Bias rows start at zero and the optimizer updates only looked-up rows,
+  # so exactly those movies may have moved, and the first 320's must have.
+  movies = data_lib.load_arrays(ml100k_preprocessed, "train",
+                                ["movie"]).dense["movie"]
+  surely_seen = set(movies[:320].tolist())
+  maybe_seen = set(movies[:640].tolist())
+  movie_bias = np.asarray(tables["bias_movie"]["values"])[:, 0]
+  moved = set(np.flatnonzero(movie_bias != 0).tolist())
+  assert surely_seen <= moved <= maybe_seen
+  assert len(moved) < sizes["movie"] // 2
+
+  # The exported SavedModel holds each table whole, equal to its shards.
+  exported = _saved_weights(report["export_dir"])
+  for name, rows in (("bias_movie", sizes["movie"]),
+                     ("bias_user", sizes["user"])):
+    matches = [key for key, value in exported.items()
+               if value.shape == (rows, 1)]
+    assert len(matches) == 1, name
+    np.testing.assert_array_equal(
+        exported[matches[0]][:, 0],
+        np.asarray(tables[name]["values"])[:, 0])
+

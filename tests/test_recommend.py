@@ -1,0 +1,215 @@
+"""Recommendations: exact top-k unseen items, the CLI and the Beam batch job."""
+
+import glob
+import json
+import os
+
+import apache_beam as beam
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import BeamAssertException
+import numpy as np
+import pytest
+
+from pipelines import recommend as batch
+from retrieval import catalog
+from retrieval import recommend
+
+NUM_USERS, NUM_ITEMS, DIM, K = 40, 25, 4, 5
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+  """User and item tables with an item bias, OOV rows, and ratings files.
+
+  The OOV item row is huge so that any scorer that does not drop OOV rows
+  recommends it to everyone.
+  """
+  from trainer import artifacts
+  root = tmp_path_factory.mktemp("recommend")
+  rng = np.random.default_rng(11)
+  users = [f"u{i}" for i in range(NUM_USERS)] + ["[OOV_0]"]
+  items = [f"m{i}" for i in range(NUM_ITEMS)] + ["[OOV_0]"]
+  user_vectors = rng.standard_normal((len(users), DIM)).astype(np.float32)
+  item_vectors = rng.standard_normal((len(items), DIM)).astype(np.float32)
+  item_vectors[-1] = 100.0
+  bias = rng.standard_normal((len(items), 1)).astype(np.float32)
+  meta_u = {"vocabulary_size": NUM_USERS, "num_oov_buckets": 1}
+  meta_i = {"vocabulary_size": NUM_ITEMS, "num_oov_buckets": 1}
+  out = root / "export"
+  artifacts.EmbeddingTable("user", user_vectors, users, meta_u).save(
+      str(out / "user"))
+  artifacts.EmbeddingTable("movie", item_vectors, items, meta_i).save(
+      str(out / "movie"))
+  artifacts.EmbeddingTable(artifacts.bias_table_name("movie"), bias, items,
+                           meta_i).save(
+                               str(out / artifacts.bias_table_name("movie")))
+  seen = {}
+  lines = ["user_id,item_id,rating,timestamp"]
+  for user in range(NUM_USERS):
+    rated = rng.choice(NUM_ITEMS, rng.integers(0, 8), replace=False)
+    seen[f"u{user}"] = {f"m{i}" for i in rated}
+    lines += [f"u{user},m{i},4.0,1000" for i in rated]
+  lines += ["ghost,m1,3.0,1000", ",m2,3.0,1000"]
+  (root / "ratings.csv").write_text("\n".join(lines) + "\n")
+  return {"dir": str(out), "ratings": str(root / "ratings.csv"),
+          "seen": seen, "users": user_vectors[:NUM_USERS],
+          "items": item_vectors[:NUM_ITEMS], "bias": bias[:NUM_ITEMS, 0],
+          "root": root}
+
+
+def _expected(export, k=K, with_bias=True, with_seen=True):
+  """Brute force: every user against every real item."""
+  scores = export["users"] @ export["items"].T
+  if with_bias:
+    scores = scores + export["bias"]
+  result = {}
+  for row in range(NUM_USERS):
+    user = f"u{row}"
+    order = [int(i) for i in np.argsort(-scores[row], kind="stable")
+             if not (with_seen and f"m{i}" in export["seen"][user])][:k]
+    result[user] = ([f"m{i}" for i in order],
+                    [float(scores[row, i]) for i in order])
+  return result
+
+
+def _check(records, expected):
+  """Each user once, the exact items in order, scores within float error."""
+  users = [record["user"] for record in records]
+  if sorted(users) != sorted(expected):
+    raise BeamAssertException(f"users {sorted(users)} != {sorted(expected)}")
+  for record in records:
+    items, scores = expected[record["user"]]
+    if list(record["items"]) != items:
+      raise BeamAssertException(f"{record['user']}: {record['items']} != "
+                                f"{items}")
+    np.testing.assert_allclose(record["scores"], scores, rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_read_seen_header_and_movielens(export, tmp_path):
+  seen = recommend.read_seen(export["ratings"], users=["u1", "u2", "ghost"])
+  assert seen.get("u1", set()) == export["seen"]["u1"]
+  assert seen["ghost"] == {"m1"}
+  assert "u3" not in seen
+  u_data = tmp_path / "u.data"
+  u_data.write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n"
+                    "196\t377\t1\t878887116\n")
+  assert recommend.read_seen(str(u_data)) == {"196": {"242", "377"},
+                                              "186": {"302"}}
+
+
+def test_recommend_for_excludes_seen_and_oov(export):
+  users = catalog.load(export["dir"], "user")
+  items = catalog.load(export["dir"], "movie")
+  bias = catalog.find_bias(export["dir"], items)
+  np.testing.assert_array_equal(bias[:NUM_ITEMS], export["bias"])
+  names = [f"u{i}" for i in range(NUM_USERS)]
+  got = recommend.recommend_for(names, users, items, K, seen=export["seen"],
+                                item_bias=bias)
+  _check(got, _expected(export))
+  with pytest.raises(KeyError, match="nobody"):
+    recommend.recommend_for(["nobody"], users, items, K)
+
+
+def test_recommend_pads_when_everything_is_seen():
+  scores, ids = recommend.recommend(np.ones((1, 2)), np.eye(2), 3,
+                                    seen_rows=[[1]])
+  np.testing.assert_array_equal(ids, [[0, -1, -1]])
+  assert scores[0, 0] == 1.0 and np.isneginf(scores[0, 1:]).all()
+
+
+def test_recommend_cli(export, capsys):
+  assert recommend.run(["--embeddings", export["dir"], "--users", "u3,u4",
+                        "-k", "3", "--seen", export["ratings"],
+                        "--json"]) == 0
+  lines = [json.loads(line) for line in
+           capsys.readouterr().out.strip().splitlines()]
+  expected = _expected(export, k=3)
+  assert [(r["user"], r["items"]) for r in lines] == [
+      ("u3", expected["u3"][0]), ("u4", expected["u4"][0])]
+  assert recommend.run(["--embeddings", export["dir"], "--users",
+                        "u3,nobody"]) == 1
+  assert "nobody" in capsys.readouterr().err
+
+
+def test_beam_transforms_exact_top_k_seen_excluded_each_user_once(export):
+  seen_pairs = [(user, item) for user, items in export["seen"].items()
+                for item in sorted(items)] + [("ghost", "m1")]
+  user_rows = [(f"u{i}", export["users"][i]) for i in range(NUM_USERS)]
+  loader = batch._ItemLoader(export["dir"], "movie", True)  # pylint: disable=protected-access
+  expected = _expected(export)
+  with test_pipeline.TestPipeline() as p:
+    users = p | "Users" >> beam.Create(user_rows)
+    seen = p | "Seen" >> beam.Create(seen_pairs)
+    joined = (users, seen) | "Join" >> batch.JoinSeen()
+    # Block size 8 over 40 users: several blocks, one item block per block.
+    results = joined.users | "TopK" >> batch.RecommendTopK(
+        loader, K, block_size=8, item_block=10)
+    assert_that(results, lambda records: _check(records, expected))
+    assert_that(joined[batch.DEAD_LETTER],
+                lambda rejected: _equal(rejected, [{
+                    "table": "seen", "reason": batch.NO_EMBEDDING,
+                    "raw": {"user": "ghost"}}]),
+                label="OrphanUsers")
+
+
+def _equal(actual, expected):
+  if list(actual) != expected:
+    raise BeamAssertException(f"{list(actual)} != {expected}")
+
+
+def test_batch_job_end_to_end_parquet(export):
+  import pyarrow.parquet as pq
+  output = str(export["root"] / "batch_out")
+  report = batch.run([
+      "--embeddings", export["dir"], "--output", output, "-k", str(K),
+      "--seen", export["ratings"], "--seen_skip_header_lines", "1",
+      "--format", "parquet", "--block_size", "16",
+      "--runner", "DirectRunner"])
+  files = glob.glob(os.path.join(output, "recommendations-*.parquet"))
+  assert files
+  records = []
+  for path in files:
+    records.extend(pq.read_table(path).to_pylist())
+  _check(records, _expected(export))
+  counts = report["counts"]
+  assert counts["users_read"] == counts["users_scored"] == NUM_USERS
+  rated_rows = sum(len(items) for items in export["seen"].values()) + 2
+  assert counts["seen_rows_read"] == rated_rows
+  assert counts["seen_rows_rejected"] == 1
+  assert counts["users_without_embedding"] == 1
+  dead = []
+  for path in glob.glob(os.path.join(output, batch.DEAD_LETTER, "*.jsonl")):
+    with open(path) as handle:
+      dead.extend(json.loads(line) for line in handle)
+  assert sorted(d["reason"] for d in dead) == sorted(
+      [batch.MISSING_ID, batch.NO_EMBEDDING])
+  with open(os.path.join(output, batch.REPORT_FILE)) as handle:
+    assert json.load(handle)["counts"] == counts
+
+
+def test_batch_job_seen_from_tfrecord_to_jsonl(export):
+  import tensorflow as tf
+  path = str(export["root"] / "seen.tfrecord")
+  with tf.io.TFRecordWriter(path) as writer:
+    for user, items in sorted(export["seen"].items()):
+      for item in sorted(items):
+        example = tf.train.Example(features=tf.train.Features(feature={
+            "user_id": tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[user.encode()])),
+            "item_id": tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[item.encode()]))}))
+        writer.write(example.SerializeToString())
+  output = str(export["root"] / "batch_jsonl")
+  report = batch.run([
+      "--embeddings", export["dir"], "--output", output, "-k", "3",
+      "--seen", path, "--seen_format", "tfrecord", "--no_bias",
+      "--runner", "DirectRunner"])
+  records = []
+  for part in glob.glob(os.path.join(output, "recommendations-*.jsonl")):
+    with open(part) as handle:
+      records.extend(json.loads(line) for line in handle)
+  _check(records, _expected(export, k=3, with_bias=False))
+  assert report["counts"]["seen_rows_rejected"] == 0
+  assert report["counts"]["users_without_embedding"] == 0

@@ -1,0 +1,297 @@
+"""`embeddings evaluate`: metrics of a trained model; the ML100K 5-fold run.
+
+    embeddings evaluate --model_dir M --preprocessed P [--split eval]
+        RMSE and MAE (regression) or AUC and log loss (binary) of the model
+        exported in M on split P/<split>, read through the model's
+        `serving_transformed` signature.
+
+    embeddings evaluate --ml100k_folds DIR --spec configs/movielens100k.yaml \
+        [--folds u1,u2,u3,u4,u5] [--work_dir W] [train flags...]
+        The standard MovieLens 100K protocol: for each fold, preprocess its
+        base file (eval = its test file), train, evaluate on the test file;
+        prints per-fold metrics and mean +- std. Extra flags (--model_type,
+        --epochs, ...) go to the trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from transforms.preprocessing import LABEL_KEY
+
+DEFAULT_FOLDS = ("u1", "u2", "u3", "u4", "u5")
+
+
+def metrics_from_predictions(labels: np.ndarray, predictions: np.ndarray,
+                             task: str) -> Dict[str, float]:
+  """Computes the task's metrics.
+
+  Args:
+    labels: [n] true labels.
+    predictions: [n] predicted ratings (regression) or probabilities.
+    task: "regression" or "binary".
+
+  Returns:
+    regression: rmse, mae, mse, examples; binary: auc, log_loss, examples.
+  """
+  labels = np.asarray(labels, np.float64).reshape(-1)
+  predictions = np.asarray(predictions, np.float64).reshape(-1)
+  if labels.shape != predictions.shape:
+    raise ValueError(f"{labels.shape[0]} labels but {predictions.shape[0]} "
+                     f"predictions")
+  result: Dict[str, float] = {"examples": int(labels.size)}
+  if task == "binary":
+    from sklearn import metrics as sk_metrics
+    probabilities = np.clip(predictions, 1e-7, 1 - 1e-7)
+    result["log_loss"] = float(-np.mean(
+        labels * np.log(probabilities)
+        + (1 - labels) * np.log(1 - probabilities)))
+    result["auc"] = (float(sk_metrics.roc_auc_score(labels, predictions))
+                     if len(np.unique(labels)) > 1 else float("nan"))
+    return result
+  errors = predictions - labels
+  result["mse"] = float(np.mean(errors ** 2))
+  result["rmse"] = float(np.sqrt(result["mse"]))
+  result["mae"] = float(np.mean(np.abs(errors)))
+  return result
+
+
+def evaluate_model(model, dataset: tf.data.Dataset, task: str
+                  ) -> Dict[str, float]:
+  """Metrics of a Keras model (inference mode) on (features, label) batches.
+
+  Args:
+    model: a model from trainer.models.build_model.
+    dataset: finite batches of (features dict, label).
+    task: "regression" or "binary".
+
+  Returns:
+    See metrics_from_predictions.
+  """
+  @tf.function(reduce_retracing=True)
+  def predict(features):
+    return model(features, training=False)
+
+  labels, predictions = [], []
+  for features, label in dataset:
+    predictions.append(predict(features).numpy().reshape(-1))
+    labels.append(label.numpy().reshape(-1))
+  return metrics_from_predictions(np.concatenate(labels),
+                                  np.concatenate(predictions), task)
+
+
+def evaluate_export(export_dir: str, preprocessed_dir: str, split: str,
+                    task: str, batch_size: int = 4096) -> Dict[str, float]:
+  """Metrics of an exported SavedModel on a split's transformed TFRecords.
+
+  Args:
+    export_dir: a SavedModel from trainer.serving.export_saved_model.
+    preprocessed_dir: a finished preprocessing output.
+    split: the split to read (e.g. "eval").
+    task: "regression" or "binary".
+    batch_size: examples per call.
+
+  Returns:
+    See metrics_from_predictions.
+  """
+  from trainer import data as data_lib
+  from trainer import serving
+
+  data_lib.require_finished_output(preprocessed_dir)
+  files = data_lib.list_shards(preprocessed_dir, split)
+  loaded = tf.saved_model.load(export_dir)
+  if serving.SERVING_TRANSFORMED not in loaded.signatures:
+    raise ValueError(f"{export_dir!r} has no {serving.SERVING_TRANSFORMED!r} "
+                     f"signature; was it exported by `embeddings train`?")
+  signature = loaded.signatures[serving.SERVING_TRANSFORMED]
+  label_spec = {LABEL_KEY: tf.io.FixedLenFeature([], tf.float32)}
+  dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(
+      batch_size)
+  labels, predictions = [], []
+  for records in dataset:
+    labels.append(tf.io.parse_example(records, label_spec)[LABEL_KEY].numpy())
+    output = signature(examples=records)[serving.PREDICTIONS]
+    predictions.append(output.numpy().reshape(-1))
+  return metrics_from_predictions(np.concatenate(labels),
+                                  np.concatenate(predictions), task)
+
+
+def summarize_folds(per_fold: Mapping[str, Mapping[str, float]]
+                   ) -> Dict[str, Dict[str, float]]:
+  """Mean and standard deviation of each metric over folds.
+
+  The standard deviation is the population one (numpy's default), as
+  scikit-surprise's cross_validate reports.
+
+  Args:
+    per_fold: fold -> metrics.
+
+  Returns:
+    metric -> {"mean": ..., "std": ...}.
+  """
+  names = sorted({k for m in per_fold.values() for k in m if k != "examples"})
+  summary = {}
+  for name in names:
+    values = np.array([m[name] for m in per_fold.values()], np.float64)
+    summary[name] = {"mean": float(values.mean()), "std": float(values.std())}
+  return summary
+
+
+def format_fold_table(per_fold: Mapping[str, Mapping[str, float]],
+                      metric_names: Sequence[str]) -> str:
+  """Per-fold rows and a mean +- std row, as aligned text."""
+  summary = summarize_folds(per_fold)
+  header = "fold  " + "  ".join(f"{name:>16}" for name in metric_names)
+  lines = [header]
+  for fold, metrics in per_fold.items():
+    lines.append(f"{fold:<4}  " + "  ".join(
+        f"{metrics[name]:>16.4f}" for name in metric_names))
+  lines.append("mean  " + "  ".join(
+      f"{summary[n]['mean']:>8.4f} +- {summary[n]['std']:.4f}"
+      for n in metric_names))
+  return "\n".join(lines)
+
+
+def run_ml100k_folds(ml100k_dir: str, spec_path: str, work_dir: str,
+                     folds: Sequence[str] = DEFAULT_FOLDS,
+                     train_argv: Sequence[str] = (),
+                     preprocess: Optional[Callable[[List[str]], object]] = None,
+                     reuse_preprocessed: bool = True
+                    ) -> Dict[str, object]:
+  """Runs the MovieLens 100K protocol over the given folds.
+
+  Args:
+    ml100k_dir: folder with u.data, u.user, u.item, u1.base ... u5.test.
+    spec_path: a spec reading ${ML100K_DIR}/${ML100K_FOLD}.base (train) and
+      .test (eval), like configs/movielens100k.yaml.
+    work_dir: preprocessed data and models go to <work_dir>/<fold>/.
+    folds: which folds.
+    train_argv: extra `embeddings train` flags.
+    preprocess: the preprocessing entry point (default:
+      pipelines.preprocess.run).
+    reuse_preprocessed: skip preprocessing a fold whose output is finished.
+
+  Returns:
+    {"folds": fold -> eval metrics, "summary": metric -> mean/std,
+     "reports": fold -> train report}.
+  """
+  from trainer import data as data_lib
+  from trainer import task as task_lib
+
+  if preprocess is None:
+    from pipelines import preprocess as preprocess_lib
+    preprocess = preprocess_lib.run
+  for fold in folds:
+    for suffix in ("base", "test"):
+      path = os.path.join(ml100k_dir, f"{fold}.{suffix}")
+      if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"fold {fold!r}: {path} does not exist")
+  per_fold: Dict[str, Dict[str, float]] = {}
+  reports = {}
+  for fold in folds:
+    env = [f"ML100K_DIR={os.path.abspath(ml100k_dir)}", f"ML100K_FOLD={fold}"]
+    env_flags = [flag for pair in env for flag in ("--env", pair)]
+    preprocessed = os.path.join(work_dir, fold, "preprocessed")
+    finished = tf.io.gfile.exists(os.path.join(preprocessed,
+                                               data_lib.SUCCESS_FILE))
+    if not (reuse_preprocessed and finished):
+      started = time.perf_counter()
+      preprocess(["--spec", spec_path, "--output", preprocessed] + env_flags)
+      print(f"fold {fold}: preprocessed in "
+            f"{time.perf_counter() - started:.1f} s", flush=True)
+    model_dir = os.path.join(work_dir, fold, "model")
+    if tf.io.gfile.exists(model_dir):
+      tf.io.gfile.rmtree(model_dir)
+    args = task_lib.flag_parser().parse_args(
+        ["--spec", spec_path, "--preprocessed", preprocessed,
+         "--model_dir", model_dir] + env_flags + list(train_argv))
+    config = task_lib.config_from_args(args)
+    result = task_lib.train(config)
+    per_fold[fold] = result.report["metrics"]
+    reports[fold] = {k: v for k, v in result.report.items() if k != "config"}
+    shown = {k: round(v, 4) for k, v in per_fold[fold].items()}
+    print(f"fold {fold}: {shown}", flush=True)
+  return {"folds": per_fold, "summary": summarize_folds(per_fold),
+          "reports": reports}
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="embeddings evaluate",
+      description="Metrics of a trained model, or the ML100K 5-fold run.")
+  parser.add_argument("--model_dir", help="a model directory from `train`")
+  parser.add_argument("--preprocessed", help="preprocessing output to score")
+  parser.add_argument("--split", default="eval")
+  parser.add_argument("--task", choices=("regression", "binary"),
+                      help="default: the model's training report")
+  parser.add_argument("--ml100k_folds",
+                      help="MovieLens 100K folder: run the 5-fold protocol")
+  parser.add_argument("--folds", default=",".join(DEFAULT_FOLDS))
+  parser.add_argument("--spec", help="spec for --ml100k_folds")
+  parser.add_argument("--work_dir", default="out/ml100k_folds")
+  parser.add_argument("--output", help="also write the result JSON here")
+  return parser
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+  """Entry point of `embeddings evaluate`.
+
+  Args:
+    argv: command-line arguments (default: sys.argv[1:]).
+
+  Returns:
+    The exit status (2 for bad flags or inputs).
+  """
+  args, rest = _parser().parse_known_args(argv)
+  try:
+    if args.ml100k_folds:
+      if not args.spec:
+        raise ValueError("--ml100k_folds needs --spec (e.g. "
+                         "configs/movielens100k.yaml)")
+      folds = [f for f in args.folds.split(",") if f]
+      result = run_ml100k_folds(args.ml100k_folds, args.spec, args.work_dir,
+                                folds, rest)
+      names = [n for n in ("rmse", "mae", "auc", "log_loss")
+               if n in result["summary"]]
+      print(format_fold_table(result["folds"], names))
+    else:
+      if rest:
+        raise ValueError(f"unknown flags {rest}")
+      if not args.model_dir or not args.preprocessed:
+        raise ValueError("give --model_dir and --preprocessed (or "
+                         "--ml100k_folds)")
+      from trainer import serving
+      task = args.task
+      report_path = os.path.join(args.model_dir, "report.json")
+      if task is None and tf.io.gfile.exists(report_path):
+        with tf.io.gfile.GFile(report_path) as handle:
+          task = json.load(handle).get("task")
+      export_dir = serving.export_path(args.model_dir)
+      if not tf.io.gfile.exists(export_dir):
+        raise FileNotFoundError(f"{export_dir} does not exist: "
+                                f"{args.model_dir!r} holds no exported model")
+      metrics = evaluate_export(export_dir, args.preprocessed, args.split,
+                                task or "regression")
+      result = {"model_dir": args.model_dir, "split": args.split,
+                "metrics": metrics}
+  except (ValueError, FileNotFoundError) as error:
+    print(f"embeddings evaluate: {error}", file=sys.stderr)
+    return 2
+  text = json.dumps(result, indent=2, default=str)
+  if args.output:
+    with tf.io.gfile.GFile(args.output, "w") as handle:
+      handle.write(text)
+  print(json.dumps(result.get("summary", result.get("metrics")), indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(run())

@@ -1,0 +1,302 @@
+"""Keras models built from the feature spec and the transform output.
+
+* `mf`: user . item + user bias + item bias + global mean (biased matrix
+  factorisation, the classic Keras recipe), glorot-uniform tables, separate
+  L2 strengths for users and items. Optionally side features' embeddings
+  are added to the user and item vectors (SVDFeature).
+* `dnn`: an embedding per categorical feature (tokens and multi-valued
+  crosses averaged), numeric features as they are, concatenated into ReLU
+  hidden layers, plus an item bias and the global mean at the output; with
+  `hybrid` also the MF dot product and a user bias.
+
+Sizes and dimensions come from `feature_info.json` (never recomputed);
+config.embedding_dims and config.mf_dim override dimensions. Every table is
+an `layers.EmbeddingTable`, so `pretrained` values (warm start, frozen
+transfer) plug in by feature name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Mapping, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+
+from trainer import config as config_lib
+from trainer import layers
+from transforms import feature_info as feature_info_lib
+from transforms import spec as spec_lib
+
+PREDICTION = "prediction"
+
+
+def model_features(config: config_lib.TrainerConfig,
+                   spec: spec_lib.FeatureSpec):
+  """The features a model reads, in spec order.
+
+  Args:
+    config: the trainer config.
+    spec: the feature spec.
+
+  Returns:
+    Feature names: for mf the user and item features; for dnn the configured
+    features (default all) plus the user/item features of the hybrid term
+    and the item bias.
+  """
+  user, item = config.resolve_user_item(spec)
+  if config.model_type == "mf":
+    wanted = {user, item}
+  else:
+    wanted = set(config.features or [f.name for f in spec.features])
+    if item is not None:
+      wanted.add(item)
+    if config.hybrid:
+      wanted.add(user)
+  if config.model_type == "mf" or config.hybrid:
+    wanted |= set(config.user_side_features) | set(config.item_side_features)
+  return [f.name for f in spec.features if f.name in wanted]
+
+
+def embedding_dim(config: config_lib.TrainerConfig,
+                  infos: Mapping[str, feature_info_lib.FeatureInfo],
+                  feature: str) -> int:
+  """A table's dimension: override, MF dimension, else the transform's."""
+  user, item = config.user_feature, config.item_feature
+  dot_product = config.model_type == "mf" or config.hybrid
+  in_dot = (user, item) + config.user_side_features + config.item_side_features
+  if dot_product and feature in in_dot:
+    if config.mf_dim is not None:
+      return config.mf_dim
+    overrides = config.embedding_dim_overrides
+    dims = [overrides.get(name, infos[name].embedding_dim)
+            for name in (user, item)]
+    return max(dims)
+  return config.embedding_dim_overrides.get(feature,
+                                            infos[feature].embedding_dim)
+
+
+def _table(config: config_lib.TrainerConfig,
+           infos: Mapping[str, feature_info_lib.FeatureInfo], feature: str,
+           l2: float, pretrained: Mapping[str, layers.PretrainedTable],
+           seed: int) -> layers.EmbeddingTable:
+  info = infos[feature]
+  dim = embedding_dim(config, infos, feature)
+  table = pretrained.get(feature)
+  if table is not None and table.shape != (info.size, dim):
+    raise ValueError(
+        f"pretrained table for feature {feature!r} has shape {table.shape}, "
+        f"but the model's table is ({info.size}, {dim}) (rows from "
+        f"feature_info.json, dimension from the config)")
+  return layers.EmbeddingTable(
+      feature=feature, size=info.size, dim=dim, l2=l2,
+      initializer=keras.initializers.GlorotUniform(seed=seed),
+      initial_value=None if table is None else table.values,
+      frozen_rows=None if table is None or not table.trainable
+      else table.frozen_rows,
+      trainable=True if table is None else table.trainable)
+
+
+def _bias(infos, feature: str, l2: float) -> layers.EmbeddingTable:
+  return layers.EmbeddingTable(
+      feature=feature, size=infos[feature].size, dim=1, l2=l2,
+      initializer="zeros", name=layers.bias_layer_name(feature))
+
+
+def _sum(vectors, name: str):
+  return keras.layers.Add(name=name)(vectors) if len(vectors) > 1 else (
+      vectors[0])
+
+
+def model_inputs(spec: spec_lib.FeatureSpec,
+                 infos: Mapping[str, feature_info_lib.FeatureInfo],
+                 names) -> Dict[str, keras.Input]:
+  """Keras inputs for the named transformed features.
+
+  Args:
+    spec: the feature spec.
+    infos: feature_info of the transform output.
+    names: features to create inputs for.
+
+  Returns:
+    Name -> keras.Input (int64 [batch], int64 sparse [batch, None] or
+    float32 [batch]).
+  """
+  inputs = {}
+  for name in names:
+    info = infos[name]
+    if info.kind == spec_lib.NUMERIC:
+      inputs[name] = keras.Input(shape=(), dtype=tf.float32, name=name)
+    elif info.multivalent:
+      inputs[name] = keras.Input(shape=(None,), dtype=tf.int64, sparse=True,
+                                 name=name)
+    else:
+      inputs[name] = keras.Input(shape=(), dtype=tf.int64, name=name)
+  return inputs
+
+
+def _l2_for(config: config_lib.TrainerConfig, feature: str) -> float:
+  if feature == config.user_feature:
+    return config.l2_user
+  if feature == config.item_feature:
+    return config.l2_item
+  return config.l2_embedding
+
+
+def build_model(config: config_lib.TrainerConfig,
+                spec: spec_lib.FeatureSpec,
+                infos: Mapping[str, feature_info_lib.FeatureInfo],
+                label_mean: float = 0.0,
+                pretrained: Optional[Mapping[str, layers.PretrainedTable]] = None
+               ) -> keras.Model:
+  """Builds the (uncompiled) model; call inside strategy.scope().
+
+  Args:
+    config: the trainer config (model_type, dims, L2, hidden units...).
+    spec: the feature spec the data was preprocessed with.
+    infos: `read_feature_info(preprocessed_dir)`.
+    label_mean: initial global mean (the train label mean); for binary it is
+      converted to the matching logit.
+    pretrained: feature -> initial table (values, trainable, frozen rows).
+
+  Returns:
+    A keras.Model from a dict of transformed features to predictions
+    [batch] (ratings for regression, probabilities for binary).
+
+  Raises:
+    ValueError / config.ConfigError: unknown features, features missing
+      from feature_info, or pretrained tables of the wrong shape.
+  """
+  pretrained = dict(pretrained or {})
+  names = model_features(config, spec)
+  missing = sorted(set(names) - set(infos))
+  if missing:
+    raise ValueError(f"features {missing} are not in feature_info.json; was "
+                     f"the data preprocessed with this spec?")
+  unknown = sorted(set(pretrained) - set(names))
+  if unknown:
+    raise ValueError(f"pretrained tables for {unknown} match no embedded "
+                     f"feature of this model ({names})")
+  for name, table in pretrained.items():
+    if infos[name].kind == spec_lib.NUMERIC:
+      raise ValueError(f"pretrained table for numeric feature {name!r}")
+  task = config.resolve_task(spec)
+  user, item = config.user_feature, config.item_feature
+  inputs = model_inputs(spec, infos, names)
+  seeds = iter(range(config.seed, config.seed + 10 * len(names) + 10))
+
+  tables = {}
+
+  def table(name: str) -> layers.EmbeddingTable:
+    if name not in tables:
+      tables[name] = _table(config, infos, name, _l2_for(config, name),
+                            pretrained, next(seeds))
+    return tables[name]
+
+  def squeeze(x):
+    return keras.layers.Reshape(())(x)
+
+  terms = []
+  if config.model_type == "mf" or config.hybrid:
+    user_vec = _sum([table(name)(inputs[name])
+                     for name in (user,) + config.user_side_features],
+                    "user_vector")
+    item_vec = _sum([table(name)(inputs[name])
+                     for name in (item,) + config.item_side_features],
+                    "item_vector")
+    terms.append(keras.layers.Dot(axes=1, name="dot")([user_vec, item_vec]))
+    terms.append(_bias(infos, user, config.l2_bias)(inputs[user]))
+  if config.model_type == "dnn":
+    parts = []
+    tower = config.features or [f.name for f in spec.features]
+    for name in names:
+      if name not in tower:
+        continue
+      if infos[name].kind == spec_lib.NUMERIC:
+        parts.append(keras.layers.Reshape((1,))(inputs[name]))
+      else:
+        parts.append(table(name)(inputs[name]))
+    x = (keras.layers.Concatenate(name="concat")(parts) if len(parts) > 1
+         else parts[0])
+    regularizer = (keras.regularizers.L2(config.l2_dense)
+                   if config.l2_dense > 0 else None)
+    for index, units in enumerate(config.hidden_units):
+      x = keras.layers.Dense(
+          units, activation="relu", kernel_regularizer=regularizer,
+          kernel_initializer=keras.initializers.GlorotUniform(next(seeds)),
+          name=f"hidden_{index}")(x)
+      if config.dropout > 0:
+        x = keras.layers.Dropout(config.dropout, seed=next(seeds))(x)
+    terms.append(keras.layers.Dense(
+        1, kernel_initializer=keras.initializers.GlorotUniform(next(seeds)),
+        name="tower_output")(x))
+  if item is not None:
+    terms.append(_bias(infos, item, config.l2_bias)(inputs[item]))
+  logits = (keras.layers.Add(name="sum")(terms) if len(terms) > 1
+            else terms[0])
+  logits = squeeze(logits)
+  if task == "binary":
+    mean = min(max(label_mean, 1e-6), 1 - 1e-6)
+    initial = math.log(mean / (1 - mean))
+    logits = layers.GlobalBias(initial, name="global_bias")(logits)
+    output = keras.layers.Activation("sigmoid", name=PREDICTION)(logits)
+  else:
+    output = layers.GlobalBias(label_mean, name="global_bias")(logits)
+    if config.clip_predictions and (spec.label.min is not None
+                                    or spec.label.max is not None):
+      output = layers.ClipAtInference(spec.label.min, spec.label.max,
+                                      name=PREDICTION)(output)
+    else:
+      output = keras.layers.Activation("linear", name=PREDICTION)(output)
+  return keras.Model(inputs=inputs, outputs=output,
+                     name=f"{config.model_type}_{task}")
+
+
+def compile_model(model: keras.Model, config: config_lib.TrainerConfig,
+                  spec: spec_lib.FeatureSpec,
+                  optimizer: keras.optimizers.Optimizer,
+                  steps_per_execution: int = 1) -> keras.Model:
+  """Compiles with the task's loss and metrics; call inside the scope.
+
+  Args:
+    model: from build_model.
+    config: the trainer config.
+    spec: the feature spec (label task).
+    optimizer: from optimizers.make_optimizer.
+    steps_per_execution: batches per tf.function call.
+
+  Returns:
+    The model, compiled.
+  """
+  if config.resolve_task(spec) == "binary":
+    loss = keras.losses.BinaryCrossentropy()
+    metrics = [keras.metrics.AUC(name="auc"),
+               keras.metrics.BinaryCrossentropy(name="log_loss")]
+  else:
+    loss = keras.losses.MeanSquaredError()
+    metrics = [keras.metrics.RootMeanSquaredError(name="rmse"),
+               keras.metrics.MeanAbsoluteError(name="mae")]
+  model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                steps_per_execution=steps_per_execution)
+  return model
+
+
+def embedding_table(model: keras.Model, feature: str) -> layers.EmbeddingTable:
+  """The model's embedding layer for `feature`.
+
+  Args:
+    model: a model from build_model.
+    feature: the feature name.
+
+  Returns:
+    The EmbeddingTable layer (its `.embeddings` is the table variable).
+
+  Raises:
+    KeyError: the model has no table for the feature.
+  """
+  name = layers.embedding_layer_name(feature)
+  for layer in model.layers:
+    if layer.name == name:
+      return layer
+  raise KeyError(f"model {model.name!r} has no embedding table for feature "
+                 f"{feature!r} (no layer named {name!r})")

@@ -1,0 +1,138 @@
+"""SavedModel export with the tf.Transform graph attached.
+
+Signatures of the exported model:
+  * `serving_default`: serialized *raw* tf.Examples (the columns of
+    `spec.raw_column_types()`; the label is not needed) -> the transform
+    graph -> the model -> {"predictions": [batch]}.
+  * `serving_transformed`: serialized *transformed* tf.Examples (the rows
+    the preprocessing pipeline writes to train/ and eval/) ->
+    {"predictions": [batch]}.
+The Keras model itself is saved with them (keras.models.load_model with
+`layers.custom_objects()` revives it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from transforms import spec as spec_lib
+
+SERVING_DEFAULT = "serving_default"
+SERVING_TRANSFORMED = "serving_transformed"
+PREDICTIONS = "predictions"
+EXPORT_SUBDIR = "export"
+
+_DTYPES = {"string": tf.string, "int": tf.int64, "float": tf.float32}
+
+
+def raw_feature_spec(spec: spec_lib.FeatureSpec, include_label: bool = False
+                    ) -> Dict[str, tf.io.FixedLenFeature]:
+  """The parse spec of raw serving tf.Examples.
+
+  Args:
+    spec: the feature spec.
+    include_label: also parse the label column (required then).
+
+  Returns:
+    Column -> FixedLenFeature([], dtype) for every column the features read.
+  """
+  columns = spec.raw_column_types()
+  if not include_label:
+    columns = {c: t for c, t in columns.items() if c != spec.label.column}
+  return {column: tf.io.FixedLenFeature([], _DTYPES[column_type])
+          for column, column_type in columns.items()}
+
+
+def export_saved_model(model: keras.Model, preprocessed_dir: str,
+                       spec: spec_lib.FeatureSpec, export_dir: str) -> str:
+  """Saves the model with raw- and transformed-Example serving signatures.
+
+  Args:
+    model: a trained model from models.build_model.
+    preprocessed_dir: the preprocessing output (its transform_fn is
+      attached).
+    spec: the feature spec.
+    export_dir: the SavedModel directory to write.
+
+  Returns:
+    export_dir.
+  """
+  tft_output = tft.TFTransformOutput(preprocessed_dir)
+  raw_spec = raw_feature_spec(spec)
+  transformed_spec = tft_output.transformed_feature_spec()
+  input_names = list(model.input_names)
+  model_spec = {name: transformed_spec[name] for name in input_names}
+  # Attached to the model so the SavedModel tracks the transform's assets
+  # (vocabulary files) and resources.
+  model.tft_layer = tft_output.transform_features_layer()
+
+  @tf.function(input_signature=[
+      tf.TensorSpec(shape=[None], dtype=tf.string, name="examples")])
+  def serve_raw(examples):
+    raw = tf.io.parse_example(examples, raw_spec)
+    transformed = model.tft_layer(raw)
+    features = {name: transformed[name] for name in input_names}
+    return {PREDICTIONS: model(features, training=False)}
+
+  @tf.function(input_signature=[
+      tf.TensorSpec(shape=[None], dtype=tf.string, name="examples")])
+  def serve_transformed(examples):
+    features = tf.io.parse_example(examples, model_spec)
+    return {PREDICTIONS: model(features, training=False)}
+
+  signatures = {
+      SERVING_DEFAULT: serve_raw.get_concrete_function(),
+      SERVING_TRANSFORMED: serve_transformed.get_concrete_function(),
+  }
+  model.save(export_dir, save_format="tf", signatures=signatures,
+             include_optimizer=False)
+  return export_dir
+
+
+def _feature(value, column_type: str) -> tf.train.Feature:
+  if column_type == "string":
+    if isinstance(value, str):
+      value = value.encode("utf-8")
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+  if column_type == "int":
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+  return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+
+
+def raw_examples(spec: spec_lib.FeatureSpec,
+                 rows: Sequence[Mapping[str, object]]) -> np.ndarray:
+  """Serializes raw rows (column -> value) as serving tf.Examples.
+
+  Args:
+    spec: the feature spec (column types).
+    rows: dicts holding at least every raw feature column.
+
+  Returns:
+    A [len(rows)] array of serialized tf.Example bytes.
+
+  Raises:
+    KeyError: a row lacks a column the features read.
+  """
+  types = {c: t for c, t in spec.raw_column_types().items()
+           if c != spec.label.column}
+  serialized = []
+  for index, row in enumerate(rows):
+    features = {}
+    for column, column_type in types.items():
+      if column not in row:
+        raise KeyError(f"raw row {index} has no column {column!r}")
+      features[column] = _feature(row[column], column_type)
+    serialized.append(tf.train.Example(
+        features=tf.train.Features(feature=features)).SerializeToString())
+  return np.array(serialized, dtype=object)
+
+
+def export_path(model_dir: str) -> str:
+  """The SavedModel location inside a model directory."""
+  return os.path.join(model_dir, EXPORT_SUBDIR)

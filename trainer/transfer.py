@@ -1,0 +1,243 @@
+"""Frozen transfer learning: spec features initialized from a checkpoint.
+
+A feature in the spec may say
+
+    from_checkpoint: {path: ..., tensor: ..., trainable: false}
+
+`path` is an embedding artifact directory (`embeddings export` output for
+one feature), any directory with a TF `checkpoint` state file, or a
+checkpoint prefix; `tensor` is the tensor's name in it (an artifact's is
+`<feature>/embeddings`). `trainable: false` keeps the table bit-identical
+through training; `true` fine-tunes it.
+
+Rows are mapped by token, not by row number: the source's tokens come from
+the vocab.txt next to the checkpoint, the new model's from the tf.Transform
+vocabulary of the data it trains on. Tokens new to the model are initialized
+with the mean of the checkpoint's rows or with an initializer. Tables
+without a vocabulary (hashed, crossed, bucketized) are reused row for row,
+only when the artifact's hash parameters equal the new feature's.
+
+`pretrained_tables(spec, preprocessed_dir)` returns what the model builder
+takes as `pretrained=`; trainer/task.py calls it for every training run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from trainer import artifacts
+from trainer import warmstart
+from trainer.layers import PretrainedTable
+from transforms import feature_info as feature_info_lib
+from transforms import spec as spec_lib
+
+# How many tensor names an error lists before summarizing.
+_LISTED_TENSORS = 40
+
+
+class TransferError(warmstart.RemapError):
+  """A `from_checkpoint` that cannot be loaded; the message names both sides."""
+
+
+def checkpoint_prefix(path: str) -> str:
+  """Resolves `from_checkpoint.path` to a checkpoint prefix.
+
+  Args:
+    path: a checkpoint prefix, or a directory holding a `checkpoint` state
+      file or exactly one `*.index` file.
+
+  Returns:
+    The prefix tf.train.load_variable reads.
+
+  Raises:
+    TransferError: nothing readable is there.
+  """
+  if tf.io.gfile.exists(path + ".index"):
+    return path
+  if tf.io.gfile.isdir(path):
+    latest = tf.train.latest_checkpoint(path)
+    if latest:
+      return latest
+    indexes = tf.io.gfile.glob(os.path.join(path, "*.index"))
+    if len(indexes) == 1:
+      return indexes[0][:-len(".index")]
+  raise TransferError(f"from_checkpoint path {path!r} holds no TF checkpoint "
+                      f"(expected a checkpoint prefix, or a directory with a "
+                      f"`checkpoint` file or one *.index file)")
+
+
+def load_checkpoint_table(feature: str, source: spec_lib.CheckpointSource
+                         ) -> Tuple[artifacts.EmbeddingTable, str, bool]:
+  """Reads the table a `from_checkpoint` names, with its row tokens.
+
+  Args:
+    feature: the spec feature, for messages.
+    source: the spec's CheckpointSource.
+
+  Returns:
+    (table, origin — a description for messages, named — whether a
+    vocab.txt named the rows; otherwise tokens are row numbers).
+
+  Raises:
+    TransferError: missing tensor (the message lists the names present), a
+      tensor that is not a 2-D table, or a vocab.txt of the wrong length.
+  """
+  prefix = checkpoint_prefix(source.path)
+  origin = f"checkpoint {prefix!r} tensor {source.tensor!r}"
+  present = [name for name, _ in tf.train.list_variables(prefix)]
+  if source.tensor not in present:
+    listed = ", ".join(repr(n) for n in sorted(present)[:_LISTED_TENSORS])
+    more = (f", ... ({len(present)} in all)"
+            if len(present) > _LISTED_TENSORS else "")
+    raise TransferError(
+        f"feature {feature!r}: from_checkpoint tensor {source.tensor!r} is not "
+        f"in checkpoint {prefix!r}; it holds: {listed}{more}")
+  values = np.asarray(tf.train.load_variable(prefix, source.tensor),
+                      dtype=np.float32)
+  if values.ndim != 2:
+    raise TransferError(f"feature {feature!r}: {origin} has shape "
+                        f"{values.shape}, not a [rows, dimension] table")
+  directory = os.path.dirname(prefix)
+  metadata: Dict[str, Any] = {}
+  metadata_path = os.path.join(directory, artifacts.METADATA_FILE)
+  if tf.io.gfile.exists(metadata_path):
+    with tf.io.gfile.GFile(metadata_path) as handle:
+      metadata = json.load(handle)
+    if metadata.get("tensor_name") != source.tensor:
+      # The metadata beside it describes another tensor of the checkpoint.
+      metadata = {}
+  vocab_path = os.path.join(directory, artifacts.VOCAB_FILE)
+  named = tf.io.gfile.exists(vocab_path)
+  if named:
+    tokens = artifacts.read_vocab_file(vocab_path)
+    if len(tokens) != values.shape[0]:
+      raise TransferError(f"feature {feature!r}: {vocab_path} has "
+                          f"{len(tokens)} lines but {origin} has "
+                          f"{values.shape[0]} rows")
+  else:
+    tokens = [str(i) for i in range(values.shape[0])]
+  table = artifacts.EmbeddingTable(name=feature, vectors=values, tokens=tokens,
+                                   metadata=metadata)
+  return table, origin, named
+
+
+def _unnamed_target(info: feature_info_lib.FeatureInfo,
+                    target: warmstart.TargetTable,
+                    origin: str) -> warmstart.TargetTable:
+  """A target whose rows are numbers, for a checkpoint without vocab.txt."""
+  if info.vocabulary_file is not None:
+    raise TransferError(
+        f"feature {info.name!r}: vocabulary mismatch: {target.origin} has a "
+        f"learned vocabulary of {target.size} rows but {origin} has no "
+        f"{artifacts.VOCAB_FILE} beside it, so its rows cannot be matched by "
+        f"token; export it with `embeddings export`")
+  return warmstart.TargetTable(
+      name=target.name, tokens=tuple(str(i) for i in range(target.size)),
+      dimension=target.dimension, kind=target.kind, hash=target.hash,
+      origin=target.origin)
+
+
+def pretrained_tables(spec: spec_lib.FeatureSpec, preprocessed_dir: str,
+                      new_rows: str = warmstart.MEAN, initializer: Any = None,
+                      seed: int = 0,
+                      feature_info: Optional[Mapping[
+                          str, feature_info_lib.FeatureInfo]] = None,
+                      dimensions: Optional[Mapping[str, int]] = None,
+                      features: Optional[Sequence[str]] = None
+                     ) -> warmstart.WarmStartTables:
+  """Loads every `from_checkpoint` table of a spec for a new model.
+
+  Args:
+    spec: the feature spec of the model being trained.
+    preprocessed_dir: the preprocessing output it trains on (its vocabularies
+      name the new rows).
+    new_rows: "mean" or "initializer" for tokens the checkpoint lacks.
+    initializer: the tf_keras initializer for "initializer" mode.
+    seed: the initializer's seed.
+    feature_info: the resolved FeatureInfo (default: read from
+      preprocessed_dir).
+    dimensions: feature -> the model's table dimension, where the trainer
+      overrides feature_info's (config embedding_dims, mf_dim).
+    features: only these features (the ones the model embeds); default all.
+
+  Returns:
+    WarmStartTables feature -> PretrainedTable(values, trainable =
+    from_checkpoint.trainable), `.reports` with kept/new/dropped counts.
+    Empty when no feature names a checkpoint.
+
+  Raises:
+    TransferError: missing tensor, dimension mismatch (spec/model vs
+      checkpoint), or vocabulary mismatch (hash parameters or sizes differ,
+      no token in common); each message names both sides.
+  """
+  sources = {f.name: f.from_checkpoint for f in spec.features
+             if f.from_checkpoint is not None
+             and (features is None or f.name in features)}
+  if not sources:
+    return warmstart.WarmStartTables({}, {})
+  infos = feature_info or feature_info_lib.read_feature_info(preprocessed_dir)
+  tables, reports = {}, {}
+  for name, source in sources.items():
+    info = infos[name]
+    target = warmstart.TargetTable(
+        name=name, tokens=tuple(artifacts.table_tokens(preprocessed_dir, info)),
+        dimension=dict(dimensions or {}).get(name, info.embedding_dim),
+        kind=info.kind, hash=artifacts.hash_parameters(spec, name),
+        origin=f"the model (spec {spec.name!r}, data {preprocessed_dir})")
+    old, origin, named = load_checkpoint_table(name, source)
+    if not named:
+      target = _unnamed_target(info, target, origin)
+    try:
+      values, _, report = warmstart.remap_table(
+          old, target, new_rows=new_rows, initializer=initializer, seed=seed,
+          old_origin=origin)
+    except warmstart.RemapError as error:
+      raise TransferError(str(error)) from None
+    tables[name] = PretrainedTable(values=values, trainable=source.trainable)
+    reports[name] = report
+  return warmstart.WarmStartTables(tables, reports)
+
+
+def pretrained_for_training(
+    config, spec: spec_lib.FeatureSpec,
+    feature_info: Mapping[str, feature_info_lib.FeatureInfo],
+    pretrained: Optional[Mapping[str, PretrainedTable]] = None
+) -> Dict[str, PretrainedTable]:
+  """The `pretrained=` a training run passes to the model builder.
+
+  The spec's `from_checkpoint` tables of the features the model embeds, at
+  the dimensions the model uses, with explicitly given tables (a warm start)
+  taking precedence.
+
+  Args:
+    config: the trainer's TrainerConfig.
+    spec: the feature spec.
+    feature_info: the training data's FeatureInfo.
+    pretrained: tables the caller already has.
+
+  Returns:
+    Feature -> PretrainedTable.
+
+  Raises:
+    TransferError: a `from_checkpoint` cannot be loaded.
+  """
+  from trainer import models  # pylint: disable=g-import-not-at-top
+  names = [name for name in models.model_features(config, spec)
+           if feature_info[name].size]
+  loaded = pretrained_tables(
+      spec, config.preprocessed_dir, feature_info=feature_info,
+      dimensions={name: models.embedding_dim(config, feature_info, name)
+                  for name in names},
+      features=[name for name in names if name not in (pretrained or {})],
+      seed=config.seed)
+  for name, report in loaded.reports.items():
+    logging.info("from_checkpoint %s: %d rows kept, %d new, %d dropped "
+                 "(mapped by %s)", name, report.kept, report.new,
+                 report.dropped, report.by)
+  return {**loaded, **dict(pretrained or {})}
