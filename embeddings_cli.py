@@ -28,6 +28,8 @@ SUBCOMMANDS = {
     "cluster": ("retrieval.clustering", "k-means over an embedding table"),
     "projector": ("retrieval.projector",
                   "TensorBoard Embedding Projector files and a 2-D map PNG"),
+    "digits": ("retrieval.digits",
+               "the MNIST-style projector demo on scikit-learn's digits"),
     "retrain": ("deploy.retrain", "scheduled retraining with a promotion gate"),
     "rollback": ("deploy.retrain", "point `current` back to the previous model"),
 }

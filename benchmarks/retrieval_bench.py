@@ -96,7 +96,17 @@ def _faiss_flat_seconds(flat, queries: np.ndarray, k: int,
 
 def bench_exact(n: int, d: int = 32, queries: int = 1000, k: int = 10,
                 repeats: int = 2, seed: int = 0) -> Dict:
-  """Our exact top-k vs faiss.IndexFlatIP on the same table and queries."""
+  """Our exact top-k vs faiss.IndexFlatIP on the same table and queries.
+
+  Args:
+    n, d: table rows and dimension (random unit vectors).
+    queries, k: query count and neighbours per query.
+    repeats: interleaved timing rounds; the best of each is kept.
+    seed: data seed.
+
+  Returns:
+    Queries/s of both, their ratio, and whether the ids agree.
+  """
   import faiss  # pylint: disable=g-import-not-at-top
   from retrieval import index  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
@@ -183,7 +193,17 @@ def _ann_case(table: np.ndarray, held_out: np.ndarray, k: int,
 
 def bench_ann(n: int, d: int = 32, queries: int = 1000, k: int = 10,
               hnsw: bool = False, seed: int = 0) -> Dict:
-  """The approximate index on embedding-like and on uniform random data."""
+  """The approximate index on clustered, overlapping and uniform data.
+
+  Args:
+    n, d: table rows and dimension.
+    queries, k: held-out queries and neighbours per query.
+    hnsw: also sweep hnswlib's ef on the same data.
+    seed: data and index seed.
+
+  Returns:
+    Per data set: calibration, recall@10, speedups, build time.
+  """
   rng = np.random.default_rng(seed)
   cases = {}
   for name in ("clustered", "overlapping", "uniform"):
@@ -255,6 +275,17 @@ def bench_batch(user_counts: Sequence[int], items: int, d: int = 32,
   the in-process runner keeps a shuffled PCollection in memory, so that
   variant's RSS grows by the joined data (a distributed runner spills it),
   while the variant without the join shows the job's own memory.
+
+  Args:
+    user_counts: users per run (one fresh process each).
+    items, d, k: item table rows, dimension, recommendations per user.
+    block_size: the job's --block_size.
+    seen_per_user: rated items per user in the ratings file.
+    with_seen: pass the ratings as --seen.
+    seed: data seed.
+
+  Returns:
+    Per run wall/CPU seconds and peak RSS, the linear fit and RSS spread.
   """
   root = tempfile.mkdtemp(prefix="retrieval_bench_")
   try:
@@ -305,7 +336,18 @@ def bench_batch(user_counts: Sequence[int], items: int, d: int = 32,
 
 def bench_planted(export: Optional[str] = None, data: Optional[str] = None,
                   rows: int = 20000, seed: int = 3, k: int = 10) -> Dict:
-  """Neighbour precision@k against the generator's planted item clusters."""
+  """Neighbour precision@k against the generator's planted item clusters.
+
+  Args:
+    export: a trained export (its movie table is measured), or None for
+      the generator's own item factors.
+    data: the generated data directory (generated here when None).
+    rows, seed: generation size and seed when generating.
+    k: neighbours per item.
+
+  Returns:
+    The precision, the source measured and the target.
+  """
   from retrieval import catalog  # pylint: disable=g-import-not-at-top
   from retrieval import neighbors  # pylint: disable=g-import-not-at-top
   temporary = None

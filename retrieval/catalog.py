@@ -246,7 +246,14 @@ def read_attributes(path: str) -> Dict[str, Dict[str, str]]:
 
 def titles(attributes: Optional[Mapping[str, Mapping[str, str]]]
           ) -> Dict[str, str]:
-  """id -> title from read_attributes' output (empty without titles)."""
+  """id -> title from read_attributes' output.
+
+  Args:
+    attributes: read_attributes' result, or None.
+
+  Returns:
+    The titles; empty when there are none.
+  """
   if not attributes:
     return {}
   return {key: values[TITLE] for key, values in attributes.items()

@@ -81,7 +81,17 @@ def kmeans(vectors: np.ndarray, k: int, iterations: int = 25,
 
 def describe(clustering: Clustering, tokens: Sequence[str],
              names: Mapping[str, str], show: int = 10) -> str:
-  """A printable list of clusters, largest first, with central members."""
+  """A printable list of clusters, largest first, with central members.
+
+  Args:
+    clustering: from kmeans().
+    tokens: the clustered rows' tokens.
+    names: token -> title, shown next to tokens when known.
+    show: members listed per cluster.
+
+  Returns:
+    The text.
+  """
   lines = []
   order = np.argsort(-clustering.sizes(), kind="stable")
   for cluster in order:
@@ -102,7 +112,14 @@ def describe(clustering: Clustering, tokens: Sequence[str],
 def write_assignments(path: str, clustering: Clustering,
                       tokens: Sequence[str],
                       names: Optional[Mapping[str, str]] = None) -> None:
-  """Writes `token,cluster,similarity[,title]` CSV, one line per row."""
+  """Writes `token,cluster,similarity[,title]` CSV, one line per row.
+
+  Args:
+    path: the CSV to write (any tf.io.gfile path).
+    clustering: from kmeans().
+    tokens: the clustered rows' tokens.
+    names: token -> title; adds the title column when given.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")

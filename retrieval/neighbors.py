@@ -108,7 +108,17 @@ def neighbor_precision(vectors: np.ndarray, tokens: Sequence[str],
 def format_results(table: catalog.Table, query_row: int,
                    results: Sequence[tuple],
                    names: Mapping[str, str]) -> str:
-  """A printable table of one query's neighbours."""
+  """A printable table of one query's neighbours.
+
+  Args:
+    table: the table searched.
+    query_row: the query's row.
+    results: (row, similarity) pairs from neighbors().
+    names: token -> title.
+
+  Returns:
+    A heading line and one line per neighbour.
+  """
   token = table.tokens[query_row]
   title = names.get(token)
   heading = f"nearest neighbours of {token}" + (f" ({title})" if title else "")

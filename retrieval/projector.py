@@ -273,7 +273,15 @@ def _natural_key(label: str):
 
 
 def first_value(value: str, separator: str = "|") -> str:
-  """The first of a multi-valued cell ("Action|Comedy" -> "Action")."""
+  """The first of a multi-valued cell.
+
+  Args:
+    value: a cell, e.g. "Action|Comedy".
+    separator: what separates the values.
+
+  Returns:
+    The first value ("Action"), or "" for an empty cell.
+  """
   return str(value).split(separator)[0] if value else ""
 
 

@@ -52,6 +52,9 @@ class LazyAdam(keras.optimizers.Adam):
                epsilon=1e-7, amsgrad=False, name="LazyAdam", **kwargs):
     if amsgrad:
       raise ValueError("LazyAdam does not support amsgrad")
+    # tf.unique has a data-dependent output shape, which XLA cannot compile;
+    # tf_keras would otherwise XLA-compile every update step on a GPU.
+    kwargs.setdefault("jit_compile", False)
     super().__init__(learning_rate=learning_rate, beta_1=beta_1,
                      beta_2=beta_2, epsilon=epsilon, amsgrad=False, name=name,
                      **kwargs)
