@@ -109,14 +109,14 @@ def build_preprocess_job(argv: Sequence[str]) -> DataflowJob:
     spec_lib.SpecError, sources.InputError: as for `embeddings preprocess`.
   """
   own, rest = _parser().parse_known_args(list(argv))
-  known, pipeline_args = preprocess._parser().parse_known_args(rest)
+  known, pipeline_args = preprocess.flag_parser().parse_known_args(rest)
   pipeline_args = runners.expand_preset(pipeline_args)
   options = beam_options.PipelineOptions(pipeline_args + ["--dry_run=True"])
   runner = options.view_as(beam_options.StandardOptions).runner
   if runner != "DataflowRunner":
     raise runners.PresetError(f"this builds a DataflowRunner job; got "
                               f"--runner={runner} (use --preset dataflow)")
-  spec = spec_lib.load_spec(known.spec, preprocess._parse_env(known.env))
+  spec = spec_lib.load_spec(known.spec, dict(spec_lib.parse_env_flags(known.env)))
   rules = preprocess.plan_inputs(spec)
   # The job only names its output paths; nothing is written there.
   staging = known.output.rstrip("/") + ".staging-dryrun"

@@ -55,6 +55,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from transforms import spec as spec_lib
+
 CURRENT_FILE = "current"
 VERSIONS_DIR = "versions"
 RUNS_DIR = "runs"
@@ -686,7 +688,6 @@ def retrain(options: RetrainOptions) -> RetrainResult:
   try:
     from pipelines import outputs
     from trainer import artifacts
-    from transforms import spec as spec_lib
 
     if not _gfile().exists(data_path):
       raise RetrainError(f"no data for window {window}: {data_path!r} does "
@@ -802,15 +803,6 @@ def rollback_registry(root: str) -> Tuple[str, str]:
   return left, target
 
 
-def _parse_env(pairs: Sequence[str]) -> Tuple[Tuple[str, str], ...]:
-  result = []
-  for pair in pairs or ():
-    if "=" not in pair:
-      raise RetrainError(f"--env {pair!r}: expected NAME=VALUE")
-    result.append(tuple(pair.split("=", 1)))
-  return tuple(result)
-
-
 def build_parser() -> argparse.ArgumentParser:
   """The `embeddings retrain` flags."""
   parser = argparse.ArgumentParser(
@@ -867,7 +859,7 @@ def options_from_args(argv: Sequence[str]) -> RetrainOptions:
   _pattern_regex(args.data_pattern)
   return RetrainOptions(
       spec_path=args.spec, data_pattern=args.data_pattern, root=args.root,
-      window=args.window, data_env=args.data_env, env=_parse_env(args.env),
+      window=args.window, data_env=args.data_env, env=spec_lib.parse_env_flags(args.env),
       tolerance=args.tolerance, metric=args.metric, keep=args.keep,
       drift_items=args.drift_items, drift_k=args.drift_k,
       holdout_max_rows=args.holdout_max_rows, new_rows=args.new_rows,
@@ -905,7 +897,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
   try:
     options = options_from_args(sys.argv[1:] if argv is None else argv)
     result = retrain(options)
-  except RetrainError as error:
+  except (RetrainError, spec_lib.SpecError) as error:
     print(f"embeddings retrain: error: {error}", file=sys.stderr)
     return 1
   print(_summary(result), flush=True)

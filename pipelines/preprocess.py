@@ -444,17 +444,8 @@ def _print_metrics(result) -> None:
     print(f"  {name}: {totals[name]}")
 
 
-def _parse_env(pairs: Sequence[str]) -> Dict[str, str]:
-  env = {}
-  for pair in pairs or ():
-    if "=" not in pair:
-      raise spec_lib.SpecError(f"--env {pair!r}: expected KEY=VALUE")
-    key, value = pair.split("=", 1)
-    env[key] = value
-  return env
-
-
-def _parser() -> argparse.ArgumentParser:
+def flag_parser() -> argparse.ArgumentParser:
+  """The job's own flags; everything it does not know goes to Beam."""
   parser = argparse.ArgumentParser(
       prog="embeddings preprocess",
       description=("Beam + tf.Transform: raw tables -> gzipped TFRecords, "
@@ -492,10 +483,10 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
       with its dead letters is kept and named in the message).
     EmptyInputError: no rows to analyze.
   """
-  known, pipeline_args = _parser().parse_known_args(
+  known, pipeline_args = flag_parser().parse_known_args(
       None if argv is None else list(argv))
   pipeline_args = runners.expand_preset(pipeline_args)
-  spec = spec_lib.load_spec(known.spec, _parse_env(known.env))
+  spec = spec_lib.load_spec(known.spec, dict(spec_lib.parse_env_flags(known.env)))
   max_fraction = (spec.max_rejected_fraction
                   if known.max_rejected_fraction is None
                   else known.max_rejected_fraction)

@@ -387,3 +387,13 @@ def test_load_spec_validates_what_it_reads(tmp_path):
   _feature(raw, "item")["hash_bucket_size"] = 64
   path.write_text(yaml.safe_dump(raw))
   assert spec_lib.load_spec(str(path)).feature("item").static_size() == 64
+
+
+def test_env_flags_parse_in_order_and_reject_malformed_entries():
+  assert spec_lib.parse_env_flags(["A=1", "B=x=y", "A=2", "C="]) == (
+      ("A", "1"), ("B", "x=y"), ("A", "2"), ("C", ""))
+  assert dict(spec_lib.parse_env_flags(["A=1", "A=2"])) == {"A": "2"}
+  assert spec_lib.parse_env_flags(None) == ()
+  for bad in ("NOEQUALS", "=value"):
+    with pytest.raises(spec_lib.SpecError, match="expected NAME=VALUE"):
+      spec_lib.parse_env_flags([bad])

@@ -364,22 +364,3 @@ def build_config(spec: spec_lib.FeatureSpec,
     raise ConfigError(f"trainer config: {error}") from None
 
 
-def parse_env(pairs: Optional[Sequence[str]]) -> Tuple[Tuple[str, str], ...]:
-  """Parses repeated `--env NAME=VALUE` flags.
-
-  Args:
-    pairs: the flag values.
-
-  Returns:
-    (name, value) tuples in order.
-
-  Raises:
-    ConfigError: an entry without '='.
-  """
-  result = []
-  for pair in pairs or ():
-    if "=" not in pair:
-      raise ConfigError(f"--env {pair!r}: expected NAME=VALUE")
-    name, value = pair.split("=", 1)
-    result.append((name, value))
-  return tuple(result)

@@ -410,7 +410,7 @@ def config_from_args(args: argparse.Namespace) -> config_lib.TrainerConfig:
   Returns:
     The validated config.
   """
-  env = config_lib.parse_env(args.env)
+  env = spec_lib.parse_env_flags(args.env)
   spec = spec_lib.load_spec(args.spec, dict(env))
   flags = {k: v for k, v in vars(args).items() if k not in PATH_FLAGS}
   return config_lib.build_config(

@@ -718,6 +718,29 @@ def parse_spec(raw: Mapping[str, Any],
                      max_rejected_fraction=fraction)
 
 
+def parse_env_flags(pairs: Optional[Sequence[str]]
+                   ) -> Tuple[Tuple[str, str], ...]:
+  """Parses repeated `--env NAME=VALUE` flags (values for `${NAME}` in paths).
+
+  Args:
+    pairs: the flag values.
+
+  Returns:
+    (name, value) tuples in the order given; `dict()` of it lets later
+    flags win.
+
+  Raises:
+    SpecError: an entry without '=' or with an empty name.
+  """
+  result = []
+  for pair in pairs or ():
+    name, equals, value = pair.partition("=")
+    if not equals or not name:
+      raise SpecError(f"--env {pair!r}: expected NAME=VALUE")
+    result.append((name, value))
+  return tuple(result)
+
+
 def load_spec(path: str, env: Optional[Mapping[str, str]] = None
              ) -> FeatureSpec:
   """Loads and validates a YAML feature spec.
