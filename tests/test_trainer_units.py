@@ -355,3 +355,22 @@ def test_item_side_features_are_added_to_the_item_vector():
   expected = [users[0] @ (items[4] + (genres[1] + genres[3]) / 2) + 2.5,
               users[5] @ items[2] + 2.5]
   np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_numpy_batches_are_the_shuffled_rows_gathered_whole():
+  data = _data(n=50, seed=4)
+  options = data_lib.InputOptions(batch_size=16, shuffle=True,
+                                  shuffle_buffer=20, seed=9)
+  got = list(data_lib.numpy_dataset(data, options, ["user", "genres"]))
+  # The reference: the same shuffle over row numbers, rows taken one by one.
+  order = np.concatenate(list(tf.data.Dataset.range(50).shuffle(
+      20, seed=9).batch(50).as_numpy_iterator()))
+  assert sorted(order) == list(range(50)) and list(order) != list(range(50))
+  values, splits = data.sparse["genres"]
+  assert [len(features["user"]) for features, _ in got] == [16, 16, 16, 2]
+  for batch_number, (features, labels) in enumerate(got):
+    rows = order[16 * batch_number:16 * (batch_number + 1)]
+    np.testing.assert_array_equal(features["user"], data.dense["user"][rows])
+    np.testing.assert_array_equal(labels, data.dense["label"][rows])
+    genres = tf.RaggedTensor.from_sparse(features["genres"]).to_list()
+    assert genres == [list(values[splits[r]:splits[r + 1]]) for r in rows]

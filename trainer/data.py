@@ -274,17 +274,24 @@ def numpy_dataset(data: InMemorySplit, options: InputOptions,
       raise PreprocessedDataError(f"feature {name!r} was not loaded; loaded: "
                                   f"{sorted(set(data.dense) | set(data.sparse))}")
   columns[LABEL_KEY] = data.dense[LABEL_KEY]
-  dataset = tf.data.Dataset.from_tensor_slices(columns)
+  columns = {name: value if isinstance(value, tf.RaggedTensor)
+             else tf.constant(value) for name, value in columns.items()}
+  # Shuffle and batch row indices, then gather whole batches: the same
+  # batches as slicing rows one by one (shuffling range(n) with the same seed
+  # and buffer gives the same order), at a fraction of the per-row cost.
+  indices = tf.data.Dataset.range(data.num_examples)
   if options.shuffle:
-    dataset = dataset.shuffle(min(options.shuffle_buffer, data.num_examples),
+    indices = indices.shuffle(min(options.shuffle_buffer, data.num_examples),
                               seed=options.seed, reshuffle_each_iteration=True)
   if options.repeat:
-    dataset = dataset.repeat()
-  dataset = dataset.batch(options.batch_size)
+    indices = indices.repeat()
+  indices = indices.batch(options.batch_size)
 
-  def to_model_input(batch):
-    batch = {name: value.to_sparse() if isinstance(value, tf.RaggedTensor)
-             else value for name, value in batch.items()}
+  def to_model_input(batch_indices):
+    batch = {}
+    for name, value in columns.items():
+      rows = tf.gather(value, batch_indices)
+      batch[name] = rows.to_sparse() if isinstance(rows, tf.RaggedTensor) else rows
     return _split_label(batch)
 
-  return dataset.map(to_model_input).prefetch(tf.data.AUTOTUNE)
+  return indices.map(to_model_input).prefetch(tf.data.AUTOTUNE)
