@@ -41,12 +41,12 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from tfx_bsl.coders import example_coder
 from tfx_bsl.public import tfxio
 
 from pipelines import joins as joins_lib
+from pipelines import metrics
 from pipelines import outputs
 from pipelines import rows as rows_lib
 from pipelines import runners
@@ -429,17 +429,9 @@ def check_rejections(summary: Mapping[str, Mapping], main_table: str,
 
 def _print_metrics(result) -> None:
   try:
-    query = result.metrics().query(
-        MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    totals = metrics.counter_totals(result, METRICS_NAMESPACE)
   except (NotImplementedError, AttributeError, ValueError):
     return
-  totals = {}
-  for counter in query["counters"]:
-    value = counter.committed
-    if value is None:
-      value = counter.attempted
-    name = counter.key.metric.name
-    totals[name] = totals.get(name, 0) + (value or 0)
   for name in sorted(totals):
     print(f"  {name}: {totals[name]}")
 

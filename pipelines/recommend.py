@@ -49,6 +49,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 import numpy as np
 
+from pipelines import metrics
 from pipelines import runners
 
 NAMESPACE = "recommend"
@@ -437,14 +438,8 @@ def build(pipeline: beam.Pipeline, args) -> None:
 
 
 def _counters(result) -> Dict[str, int]:
-  from apache_beam.metrics.metric import MetricsFilter  # pylint: disable=g-import-not-at-top
   counts = {name: 0 for name in _COUNTERS}
-  query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
-  for counter in query["counters"]:
-    name = counter.key.metric.name
-    value = counter.committed if counter.committed is not None else (
-        counter.attempted)
-    counts[name] = counts.get(name, 0) + int(value or 0)
+  counts.update(metrics.counter_totals(result, NAMESPACE))
   return counts
 
 
