@@ -170,7 +170,7 @@ class _ExampleWriter:
 def _split_batches(job: _Job, cache: _SplitCache
                   ) -> Iterator[Tuple[str, pa.RecordBatch]]:
   for batch in job.batches():
-    in_eval = cache.eval_mask(batch.column(job.spec.split.key))
+    in_eval = cache.eval_mask(split_lib.split_keys(batch, job.spec.split.key))
     for name, mask in ((split_lib.TRAIN, ~in_eval),
                        (split_lib.EVAL, in_eval)):
       if mask.any():
