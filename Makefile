@@ -48,7 +48,8 @@ ml100k-folds: setup
 	$(BIN)/embeddings evaluate --ml100k_folds $(ML100K_DIR) \
 	  --spec configs/movielens100k.yaml --work_dir out/ml100k_folds \
 	  --model_type dnn --hybrid --mf_dim 32 --l2_user 0.1 --l2_item 0.1 \
-	  --l2_embedding 0.05 --hidden_units 64 --dropout 0.5 --epochs 12 \
+	  --l2_embedding 0.05 --hidden_units 64 --dropout 0.5 --epochs 15 \
+	  --learning_rate_decay 0.9 \
 	  --user_side_features gender,occupation,age_bucket,age_x_gender \
 	  --item_side_features genres \
 	  --features gender,occupation,age_bucket,genres,age_x_gender,occupation_x_genre,day_of_week,hour_of_day,day_x_hour

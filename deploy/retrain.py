@@ -311,7 +311,7 @@ def holdout_rows(spec, max_rows: int) -> Tuple[np.ndarray, np.ndarray]:
     (serialized raw tf.Examples [n], float labels [n]).
 
   Raises:
-    RetrainError: no eval row was found.
+    RetrainError: no eval row was found, or an input is a BigQuery table.
   """
   import pyarrow as pa
   from pipelines import joins as joins_lib
@@ -320,6 +320,11 @@ def holdout_rows(spec, max_rows: int) -> Tuple[np.ndarray, np.ndarray]:
   from pipelines import split as split_lib
   from trainer import serving
 
+  for name in [spec.main] + [join.table for join in spec.joins]:
+    if spec.inputs[name].is_bigquery:
+      raise RetrainError(f"input '{name}' is read from BigQuery; retrain "
+                         f"reads each window's held-out rows from the "
+                         f"window's files (--data_pattern)")
   found = sources.check_inputs(spec)
   rules = preprocess.plan_inputs(spec)
   sides = {}

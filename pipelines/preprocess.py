@@ -2,7 +2,8 @@
 
 A Beam + tf.Transform job in the shape of apache_beam/examples/wordcount.py:
 
-  read (CSV / Parquet / TFRecord, in batches)
+  read (CSV / Parquet / TFRecord files, BigQuery tables or queries, in
+        batches)
     -> parse and validate per table (bad rows -> dead letters)
     -> join side tables (broadcast side input or CoGroupByKey)
     -> split train/eval (hash of a key, or given eval files)
@@ -92,7 +93,7 @@ class ParseBatches(beam.DoFn):
 
     Args:
       rules: the table's rules.
-      fmt: csv, parquet or tfrecord.
+      fmt: csv, parquet, tfrecord or bigquery.
       split_name: stamp rows with this split (tables with eval_path), or
         None.
     """
@@ -111,6 +112,8 @@ class ParseBatches(beam.DoFn):
       batch, letters, read = rows_lib.parse_csv_block(self._rules, raw)
     elif self._format == "parquet":
       batch, letters, read = rows_lib.parse_arrow_table(self._rules, raw)
+    elif self._format == spec_lib.BIGQUERY:
+      batch, letters, read = rows_lib.parse_row_dicts(self._rules, raw)
     else:
       batch, letters, read = rows_lib.parse_examples(self._rules, raw,
                                                      self._decoder)
@@ -212,13 +215,44 @@ def plan_inputs(spec: spec_lib.FeatureSpec) -> Dict[str, rows_lib.TableRules]:
   return _table_rules(spec, sources.check_inputs(spec))
 
 
-def _read_and_parse(pipeline, table: spec_lib.InputTable, pattern: str,
-                    rules: rows_lib.TableRules, split_name: Optional[str],
-                    label: str):
-  raw = sources.read_table(pipeline, table, pattern, f"Read{label}")
-  return raw | f"Parse{label}" >> beam.ParDo(
-      ParseBatches(rules, table.format, split_name)).with_outputs(
+class ParsedTable(NamedTuple):
+  """One table's raw batches after parsing.
+
+  Attributes:
+    rows: typed RecordBatches of the valid rows.
+    dead_letters: dead-letter dicts of the rejected rows.
+    counts: (("read", table), rows) pairs, one per raw batch.
+  """
+  rows: beam.PCollection
+  dead_letters: beam.PCollection
+  counts: beam.PCollection
+
+
+def parse_table(raw: beam.PCollection, fmt: str, rules: rows_lib.TableRules,
+                split_name: Optional[str], label: str) -> ParsedTable:
+  """Parses and validates one table's raw batches (the step after read).
+
+  Args:
+    raw: raw batches as sources.read_table emits them for `fmt`.
+    fmt: the table's format.
+    rules: the table's rules.
+    split_name: stamp rows with this split (tables with eval_path), or None.
+    label: a unique step label (the step is "Parse<label>").
+
+  Returns:
+    The valid rows, dead letters and read counts.
+  """
+  parsed = raw | f"Parse{label}" >> beam.ParDo(
+      ParseBatches(rules, fmt, split_name)).with_outputs(
           _DEAD, _COUNTS, main="rows")
+  return ParsedTable(parsed.rows, parsed[_DEAD], parsed[_COUNTS])
+
+
+def _read_and_parse(pipeline, table: spec_lib.InputTable,
+                    pattern: Optional[str], rules: rows_lib.TableRules,
+                    split_name: Optional[str], label: str) -> ParsedTable:
+  raw = sources.read_table(pipeline, table, pattern, f"Read{label}")
+  return parse_table(raw, table.format, rules, split_name, label)
 
 
 class JoinedRows(NamedTuple):
@@ -262,8 +296,8 @@ def read_and_join(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
     parsed = _read_and_parse(pipeline, main, pattern, rules[spec.main],
                              split_name, label)
     main_parts.append(parsed.rows)
-    dead_letters.append(parsed[_DEAD])
-    counts.append(parsed[_COUNTS])
+    dead_letters.append(parsed.dead_letters)
+    counts.append(parsed.counts)
   batches = (main_parts[0] if len(main_parts) == 1
              else main_parts | "FlattenMain" >> beam.Flatten())
   schema = rules[spec.main].schema
@@ -276,8 +310,8 @@ def read_and_join(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
     label = join.table.capitalize()
     parsed = _read_and_parse(pipeline, side, side.path, side_rules, None,
                              f"Side{label}")
-    dead_letters.append(parsed[_DEAD])
-    counts.append(parsed[_COUNTS])
+    dead_letters.append(parsed.dead_letters)
+    counts.append(parsed.counts)
     if join.how == "broadcast":
       built = (parsed.rows
                | f"Collect{label}" >> beam.combiners.ToList()
@@ -470,7 +504,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
   Raises:
     spec_lib.SpecError: the spec is invalid.
-    sources.InputError: an input is missing, empty or unreadable.
+    sources.InputError: an input is missing, empty or unreadable, or a
+      BigQuery input lacks a gs:// --temp_location or --project.
     RejectedRowsError: too many rows were rejected (the staging directory
       with its dead letters is kept and named in the message).
     EmptyInputError: no rows to analyze.
@@ -486,12 +521,13 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     raise ValueError(f"--max_rejected_fraction must be in [0, 1], got "
                      f"{max_fraction}")
   rules = plan_inputs(spec)
+  options = PipelineOptions(pipeline_args)
+  sources.check_bigquery_options(spec, options)
 
   started = time.time()
   staging = outputs.new_staging_dir(known.output)
   keep_staging = False
   try:
-    options = PipelineOptions(pipeline_args)
     pipeline = beam.Pipeline(options=options)
     with tft_beam.Context(temp_dir=_join_path(staging, _TFT_TEMP_DIR)):
       build_pipeline(pipeline, spec, rules, staging, known.num_shards)

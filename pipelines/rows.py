@@ -1,13 +1,14 @@
 """Per-table parsing and validation: raw batches -> typed Arrow batches.
 
 Each raw batch (a block of CSV lines, a Parquet table, a list of serialized
-tf.Examples) becomes one pyarrow RecordBatch of typed columns plus the raw
-row text (RAW_COLUMN, kept for dead letters raised later by joins), and a
-list of dead-letter records for the rows that fail. A clean CSV block is
-split with one str.split after numpy checks every line's field count on
-the bytes; numbers parse a column at a time (`map(float, column)`) and
-the other checks run as Arrow compute kernels. Only a block or a column
-holding a bad value falls back to row-by-row work.
+tf.Examples, a list of BigQuery row dicts) becomes one pyarrow RecordBatch
+of typed columns plus the raw row text (RAW_COLUMN, kept for dead letters
+raised later by joins), and a list of dead-letter records for the rows
+that fail. A clean CSV block is split with one str.split after numpy
+checks every line's field count on the bytes; numbers parse a column at a
+time (`map(float, column)`) and the other checks run as Arrow compute
+kernels. Only a block or a column holding a bad value falls back to
+row-by-row work.
 
 Only the columns something reads are parsed and checked: the features'
 sources, the label, join keys and the split key. A row is rejected with
@@ -17,14 +18,21 @@ malformed record), then column by column in table order, then the label:
   invalid_encoding     the line does not decode with the table's encoding
   wrong_field_count    a CSV line with more or fewer fields than the header
                        (or spec columns), or unbalanced quotes; a
-                       tf.Example feature with other than one value
+                       tf.Example feature with other than one value; a
+                       BigQuery REPEATED or RECORD value
   malformed_record     a TFRecord entry that is not a tf.Example
-  missing_value        a null (Parquet) or absent (tf.Example) value
+  missing_value        a null (Parquet), absent (tf.Example, BigQuery) or
+                       NULL int/float (BigQuery) value
   unparsable_number    an int/float column that does not parse (also empty)
   non_finite_number    NaN or +-inf in a float column
   empty_key            an empty or blank join key, split key, or
                        vocabulary/hash feature source
   label_out_of_range   the label outside [label.min, label.max]
+
+A BigQuery NULL in a string column reads as the empty CSV field it stands
+for (BigQuery's CSV load turns empty fields into NULL): accepted, unless
+the column must not be empty (empty_key). In an int or float column it is
+a missing_value.
 
 Joins (pipelines/joins.py) add missing_join_key and duplicate_key.
 """
@@ -534,3 +542,42 @@ def parse_examples(rules: TableRules, records: Sequence[bytes], decoder
   batch, more = validate_columns(rules, columns, raws, from_text=False,
                                  rejected=rejected)
   return batch, letters + more, len(records)
+
+
+def parse_row_dicts(rules: TableRules, rows: Sequence[Mapping[str, Any]]
+                   ) -> Tuple[pa.RecordBatch, List[Dict[str, str]], int]:
+  """Checks and types a list of BigQuery rows (dicts from ReadFromBigQuery).
+
+  Args:
+    rules: the table's rules.
+    rows: column -> Python value dicts; None is NULL.
+
+  Returns:
+    (RecordBatch of valid rows, dead-letter records, rows read); the raw
+    text of a row is the JSON of its kept columns.
+  """
+  rows = list(rows)
+  rejected = _Rejections()
+  columns = {}
+  for name in rules.columns:
+    is_string = rules.types[name] == "string"
+    values = []
+    for index, row in enumerate(rows):
+      value = row.get(name)
+      if name not in row:
+        rejected.add(index, MISSING_VALUE,
+                     f"column {name!r} is not in the BigQuery row")
+      elif isinstance(value, (list, dict)):
+        rejected.add(index, WRONG_FIELD_COUNT,
+                     f"column {name!r} is a REPEATED or RECORD value, "
+                     f"expected one value")
+        value = None
+      if value is None and is_string:
+        value = ""
+      values.append(value)
+    columns[name] = values
+  raws = [_json_row({name: row[name] for name in rules.columns
+                     if name in row}) for row in rows]
+  batch, letters = validate_columns(rules, columns, raws, from_text=False,
+                                    rejected=rejected)
+  return batch, letters, len(rows)

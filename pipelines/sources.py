@@ -12,10 +12,14 @@ Beam overhead dominates a preprocessing job at millions of rows:
   a line break, since ranges are cut at line breaks.
 * Parquet: Beam's batched Parquet reader (Arrow tables).
 * TFRecord of tf.Example: records grouped into lists for batch decoding.
+* BigQuery (a table or a query): Beam's ReadFromBigQuery with the EXPORT
+  method (a snapshot exported as Avro to --temp_location, read in parallel),
+  its row dicts grouped into lists for batch parsing.
 
 Paths go through Beam's FileSystems, so local paths, gs:// and any other
 registered filesystem work the same. `check_inputs` runs before the
-pipeline and fails fast on missing or empty inputs.
+pipeline and fails fast on missing or empty inputs; `check_bigquery_options`
+on BigQuery reads that cannot work with the job's options.
 """
 
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -24,6 +28,7 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options import pipeline_options as beam_options
 
 from transforms import spec as spec_lib
 
@@ -34,6 +39,8 @@ DEFAULT_BLOCK_BYTES = 1 << 19
 DEFAULT_RANGE_BYTES = 16 << 20
 # tf.Example records decoded together.
 DEFAULT_RECORD_BATCH = 8192
+# BigQuery rows parsed together.
+DEFAULT_ROW_BATCH = 8192
 
 
 class InputError(ValueError):
@@ -131,8 +138,9 @@ def check_inputs(spec: spec_lib.FeatureSpec) -> Dict[str, Dict[str, object]]:
     spec: the feature spec.
 
   Returns:
-    Table name -> {"paths": matched files (train pattern, then eval_path),
-    "header": header fields for CSV tables with a header, else None}.
+    Table name -> {"paths": matched files (train pattern, then eval_path;
+    empty for BigQuery tables), "header": header fields for CSV tables with
+    a header, else None}.
 
   Raises:
     InputError: a pattern matches nothing, every matched file is empty, the
@@ -143,6 +151,12 @@ def check_inputs(spec: spec_lib.FeatureSpec) -> Dict[str, Dict[str, object]]:
   for name in used:
     table = spec.inputs[name]
     where = f"input '{name}'"
+    if table.is_bigquery:
+      # Whether a table or query is readable is only known to BigQuery,
+      # with credentials; its export job fails the run with BigQuery's
+      # own message.
+      found[name] = {"paths": [], "header": None}
+      continue
     patterns = [table.path] + ([table.eval_path] if table.eval_path else [])
     paths = []
     for pattern in patterns:
@@ -157,6 +171,38 @@ def check_inputs(spec: spec_lib.FeatureSpec) -> Dict[str, Dict[str, object]]:
         header = csv_header_fields(table, paths)
     found[name] = {"paths": paths, "header": header}
   return found
+
+
+def check_bigquery_options(spec: spec_lib.FeatureSpec,
+                           options: beam_options.PipelineOptions) -> None:
+  """Fails fast when the job's options cannot run its BigQuery reads.
+
+  An EXPORT read writes a snapshot to Cloud Storage under --temp_location
+  and runs its export (and query) jobs in --project; without them Beam
+  fails only once the pipeline is running.
+
+  Args:
+    spec: the feature spec.
+    options: the job's pipeline options.
+
+  Raises:
+    InputError: a BigQuery input is used without a gs:// --temp_location, or
+      without --project when its table names no project or it is a query.
+  """
+  cloud = options.view_as(beam_options.GoogleCloudOptions)
+  for name in [spec.main] + [join.table for join in spec.joins]:
+    table = spec.inputs[name]
+    if not table.is_bigquery:
+      continue
+    where = f"input '{name}'"
+    if not (cloud.temp_location or "").startswith("gs://"):
+      raise InputError(f"{where}: a BigQuery read exports to Cloud Storage; "
+                       f"give --temp_location gs://BUCKET/PATH (got "
+                       f"{cloud.temp_location!r})")
+    if not cloud.project and table.bigquery_project is None:
+      what = "query" if table.query is not None else "table without a project"
+      raise InputError(f"{where}: a BigQuery {what} runs its jobs in "
+                       f"--project; give --project PROJECT")
 
 
 def iter_line_blocks(handle, start: int, end: Optional[int],
@@ -325,24 +371,85 @@ class ReadExampleLists(beam.PTransform):
                 max_batch_size=self._batch_size))
 
 
-def read_table(pbegin, table: spec_lib.InputTable, pattern: str,
+class BatchRowDicts(beam.PTransform):
+  """Row dicts -> lists of row dicts, the unit rows.parse_row_dicts parses."""
+
+  def __init__(self, batch_size: int = DEFAULT_ROW_BATCH):
+    """Builds the batching step.
+
+    Args:
+      batch_size: rows per emitted list (the last of a bundle may be
+        shorter).
+    """
+    super().__init__()
+    self._batch_size = batch_size
+
+  def expand(self, rows):
+    return rows | "Batch" >> beam.BatchElements(
+        min_batch_size=self._batch_size, max_batch_size=self._batch_size)
+
+
+class ReadBigQueryRowLists(beam.PTransform):
+  """A BigQuery table or query -> lists of row dicts.
+
+  Beam's ReadFromBigQuery with the EXPORT method: BigQuery exports a
+  snapshot (of the table, or of the query's result table) as Avro files
+  under --temp_location, which workers read in parallel and delete after.
+  Values arrive as Python values (INT64 int, FLOAT64 float, STRING str,
+  NUMERIC Decimal, TIMESTAMP datetime, NULL None); pipelines/rows.py types
+  and checks them against the spec.
+  """
+
+  def __init__(self, table: spec_lib.InputTable,
+               batch_size: int = DEFAULT_ROW_BATCH):
+    """Builds the reader.
+
+    Args:
+      table: a bigquery input table (its `table` or `query`).
+      batch_size: rows per emitted list.
+    """
+    super().__init__()
+    self._table = table
+    self._batch_size = batch_size
+
+  def read_transform(self) -> beam.io.ReadFromBigQuery:
+    """Beam's BigQuery read for the table or query."""
+    if self._table.query is not None:
+      source = {"query": self._table.query,
+                "use_standard_sql": self._table.use_standard_sql}
+    else:
+      source = {"table": self._table.table}
+    return beam.io.ReadFromBigQuery(
+        method=beam.io.ReadFromBigQuery.Method.EXPORT, **source)
+
+  def expand(self, pbegin):
+    return (pbegin
+            | "ReadFromBigQuery" >> self.read_transform()
+            | "BatchRows" >> BatchRowDicts(self._batch_size))
+
+
+def read_table(pbegin, table: spec_lib.InputTable, pattern: Optional[str],
                label: str) -> beam.PCollection:
   """Applies the reader for `table`'s format.
 
   Args:
     pbegin: the pipeline.
     table: the input table.
-    pattern: the file pattern to read (table.path or table.eval_path).
+    pattern: the file pattern to read (table.path or table.eval_path);
+      unused for bigquery.
     label: a unique step label.
 
   Returns:
     A PCollection of raw batches: bytes blocks (csv), pyarrow Tables
-    (parquet) or lists of serialized tf.Examples (tfrecord).
+    (parquet), lists of serialized tf.Examples (tfrecord) or lists of row
+    dicts (bigquery).
   """
   if table.format == "csv":
     reader = ReadCsvBlocks(pattern, table.header)
   elif table.format == "parquet":
     reader = ReadParquetTables(pattern, table.columns)
+  elif table.is_bigquery:
+    reader = ReadBigQueryRowLists(table)
   else:
     reader = ReadExampleLists(pattern)
   return pbegin | label >> reader

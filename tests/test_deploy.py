@@ -214,6 +214,8 @@ def _readme_commands(prefix):
 def test_readme_beam_commands_validate_offline():
   from pipelines import preprocess
   from pipelines import runners
+  from pipelines import sources
+  from transforms import spec as spec_lib
   from apache_beam.options import pipeline_options as beam_options
   commands = (_readme_commands("embeddings preprocess")
               + _readme_commands("python -m deploy.dataflow_job"))
@@ -231,7 +233,12 @@ def test_readme_beam_commands_validate_offline():
     runners_seen.add(runner)
     if runner == "DataflowRunner":
       assert known.output.startswith("gs://")
-      assert all(e.split("=", 1)[1].startswith("gs://") for e in known.env)
+      env = spec_lib.parse_env_flags(known.env)
+      # Paths the workers read must be on Cloud Storage; other values (a
+      # BigQuery dataset) are not paths.
+      assert all(v.startswith("gs://") for _, v in env if "/" in v), command
+      spec = spec_lib.load_spec(os.path.join(REPO, known.spec), dict(env))
+      sources.check_bigquery_options(spec, options)
   assert runners_seen == {"DataflowRunner", "FlinkRunner"}
 
 

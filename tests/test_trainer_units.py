@@ -132,12 +132,11 @@ def test_lazy_adam_leaves_rows_outside_the_batch_bit_identical():
   variable = tf.Variable(initial)
   optimizer = optimizers.LazyAdam(learning_rate=0.1)
   _one_step(optimizer, variable, tf.constant([1, 4], tf.int64))
-  before_m = optimizer._momentums[0].numpy().copy()
-  before_v = optimizer._velocities[0].numpy().copy()
+  before_m, before_v = (t.numpy() for t in optimizer.moments(variable))
   before = variable.numpy().copy()
   _one_step(optimizer, variable, tf.constant([4, 7, 7], tf.int64))
   after = variable.numpy()
-  m, v = optimizer._momentums[0].numpy(), optimizer._velocities[0].numpy()
+  m, v = (t.numpy() for t in optimizer.moments(variable))
   untouched = [0, 1, 2, 3, 5, 6, 8, 9]
   # Row 1 was in the first batch only: its values and moments do not decay.
   np.testing.assert_array_equal(after[untouched], before[untouched])
@@ -172,17 +171,63 @@ def test_lazy_adam_sums_repeated_indices_like_dense_adam():
                                 initial[[0, 1, 3, 4]])
 
 
-def test_lazy_adam_equals_adam_on_dense_variables():
+@pytest.mark.parametrize("shape", [(5, 4), (4,), ()])
+def test_lazy_adam_equals_adam_on_dense_variables(shape):
   rng = np.random.RandomState(2)
-  initial = rng.randn(5, 4).astype(np.float32)
+  initial = np.asarray(rng.randn(*shape), np.float32)
   lazy_var, adam_var = tf.Variable(initial), tf.Variable(initial)
   lazy = optimizers.LazyAdam(learning_rate=0.01)
   adam = keras.optimizers.Adam(learning_rate=0.01)
   for _ in range(3):
-    gradient = tf.constant(rng.randn(5, 4).astype(np.float32))
+    gradient = tf.constant(np.asarray(rng.randn(*shape), np.float32))
     lazy.apply_gradients([(gradient, lazy_var)])
     adam.apply_gradients([(gradient, adam_var)])
   np.testing.assert_array_equal(lazy_var.numpy(), adam_var.numpy())
+  m, v = lazy.moments(lazy_var)
+  np.testing.assert_array_equal(m.numpy(), adam._momentums[0].numpy())
+  np.testing.assert_array_equal(v.numpy(), adam._velocities[0].numpy())
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (6,)])
+def test_lazy_adam_equals_adam_when_every_row_is_in_every_batch(shape):
+  # No row is ever absent, so nothing is lazy: the sparse path (packed
+  # moments, gathered rows) must then be Adam on the dense gradient.
+  rng = np.random.RandomState(3)
+  initial = np.asarray(rng.randn(*shape), np.float32)
+  weights = tf.constant(np.asarray(rng.randn(*shape[1:]), np.float32))
+  lazy_var, adam_var = tf.Variable(initial), tf.Variable(initial)
+  lazy = optimizers.LazyAdam(learning_rate=0.05)
+  adam = keras.optimizers.Adam(learning_rate=0.05)
+  for step in range(4):
+    ids = tf.constant(rng.permutation(np.repeat(np.arange(6), 1 + step % 2)),
+                      tf.int64)
+    for optimizer, variable in ((lazy, lazy_var), (adam, adam_var)):
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.gather(variable, ids) * weights)
+      gradient = tape.gradient(loss, variable)
+      assert isinstance(gradient, tf.IndexedSlices)
+      if optimizer is adam:
+        gradient = tf.convert_to_tensor(gradient)
+      optimizer.apply_gradients([(gradient, variable)])
+  np.testing.assert_allclose(lazy_var.numpy(), adam_var.numpy(), rtol=1e-6)
+  m, v = lazy.moments(lazy_var)
+  np.testing.assert_allclose(m.numpy(), adam._momentums[0].numpy(), rtol=1e-6)
+  np.testing.assert_allclose(v.numpy(), adam._velocities[0].numpy(),
+                             rtol=1e-6)
+
+
+def test_lazy_adam_keeps_both_moments_of_a_row_in_one_variable():
+  variable = tf.Variable(tf.zeros([10, 3]))
+  optimizer = optimizers.LazyAdam(learning_rate=0.1)
+  _one_step(optimizer, variable, tf.constant([3, 3, 8], tf.int64))
+  slots = optimizer.variables()[1:]  # after the iteration count
+  assert [tuple(s.shape) for s in slots] == [(10, 2, 3)]
+  packed = slots[0].numpy()
+  # Row 3's gradient is twice row 8's; m = 0.1 g and v = 0.001 g^2.
+  np.testing.assert_allclose(packed[3, 0], [0.2, -0.4, 0.6], rtol=1e-6)
+  np.testing.assert_allclose(packed[3, 1], [0.004, 0.016, 0.036], rtol=1e-5)
+  np.testing.assert_allclose(packed[8], packed[3] / [[2], [4]], rtol=1e-6)
+  assert not packed[[0, 1, 2, 4, 5, 6, 7, 9]].any()
 
 
 def _fit(model, data, names, config, spec, epochs=3):
@@ -212,9 +257,9 @@ def test_rows_never_seen_in_training_stay_bit_identical(model_type, extra):
   np.testing.assert_array_equal(users.numpy()[8:], before_users[8:])
   np.testing.assert_array_equal(items.numpy()[6:], before_items[6:])
   assert (users.numpy()[:8] != before_users[:8]).any(axis=1).all()
-  moments = model.optimizer._momentums[
-      model.optimizer._index_dict[model.optimizer._var_key(users)]].numpy()
-  assert not moments[8:].any()
+  m, v = (t.numpy() for t in model.optimizer.moments(users))
+  assert not m[8:].any() and not v[8:].any()
+  assert m[:8].any(axis=1).all() and v[:8].any(axis=1).all()
 
 
 def test_frozen_table_and_frozen_rows_do_not_change():
@@ -357,20 +402,42 @@ def test_item_side_features_are_added_to_the_item_vector():
   np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
-def test_numpy_batches_are_the_shuffled_rows_gathered_whole():
+def _rows_of(data, batches):
+  """Maps each batch row back to its row number (user ids are unique)."""
+  position = {int(user): row for row, user in enumerate(data.dense["user"])}
+  return [position[int(user)] for features, _ in batches
+          for user in features["user"]]
+
+
+def test_numpy_shuffle_is_a_full_permutation_per_epoch_gathered_whole():
   data = _data(n=50, seed=4)
-  options = data_lib.InputOptions(batch_size=16, shuffle=True,
-                                  shuffle_buffer=20, seed=9)
-  got = list(data_lib.numpy_dataset(data, options, ["user", "genres"]))
-  # The reference: the same shuffle over row numbers, rows taken one by one.
-  order = np.concatenate(list(tf.data.Dataset.range(50).shuffle(
-      20, seed=9).batch(50).as_numpy_iterator()))
-  assert sorted(order) == list(range(50)) and list(order) != list(range(50))
+  data.dense["user"][:] = np.arange(100, 150)  # unique: identifies each row
+  options = data_lib.InputOptions(batch_size=16, shuffle=True, seed=9)
+  dataset = data_lib.numpy_dataset(data, options, ["user", "genres"])
+  first, second = list(dataset), list(dataset)
+  assert [len(features["user"]) for features, _ in first] == [16, 16, 16, 2]
+  order = _rows_of(data, first)
+  assert sorted(order) == list(range(50)) and order != list(range(50))
+  assert sorted(_rows_of(data, second)) == list(range(50))
+  assert _rows_of(data, second) != order  # a new permutation per epoch
+  again = data_lib.numpy_dataset(data, options, ["user", "genres"])
+  assert _rows_of(data, list(again)) == order  # the seed reproduces it
   values, splits = data.sparse["genres"]
-  assert [len(features["user"]) for features, _ in got] == [16, 16, 16, 2]
-  for batch_number, (features, labels) in enumerate(got):
+  for batch_number, (features, labels) in enumerate(first):
     rows = order[16 * batch_number:16 * (batch_number + 1)]
-    np.testing.assert_array_equal(features["user"], data.dense["user"][rows])
     np.testing.assert_array_equal(labels, data.dense["label"][rows])
     genres = tf.RaggedTensor.from_sparse(features["genres"]).to_list()
     assert genres == [list(values[splits[r]:splits[r + 1]]) for r in rows]
+
+
+def test_numpy_repeat_runs_epochs_back_to_back_across_batches():
+  data = _data(n=10, seed=1)
+  data.dense["user"][:] = np.arange(10)
+  options = data_lib.InputOptions(batch_size=4, shuffle=True, seed=2,
+                                  repeat=True)
+  batches = list(data_lib.numpy_dataset(data, options, ["user"]).take(5))
+  assert [len(features["user"]) for features, _ in batches] == [4] * 5
+  rows = _rows_of(data, batches)
+  # Two whole epochs, each a permutation, the second starting mid-batch.
+  assert sorted(rows[:10]) == list(range(10))
+  assert sorted(rows[10:]) == sorted(rows[10:20]) and len(set(rows[10:])) == 10

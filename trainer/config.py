@@ -21,7 +21,7 @@ MODEL_TYPES = ("mf", "dnn")
 OPTIMIZERS = ("lazy_adam", "adam", "adagrad", "sgd")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker",
               "parameter_server")
-INPUT_MODES = ("tfrecord", "numpy")
+INPUT_MODES = ("auto", "tfrecord", "numpy")
 
 
 class ConfigError(ValueError):
@@ -69,9 +69,16 @@ class TrainerConfig:
     shuffle: shuffle training data (False keeps the file order).
     shuffle_buffer: shuffle buffer size in examples.
     seed: seeds initialisers, shuffling and dropout.
-    input_mode: "tfrecord" (streamed) or "numpy" (loaded into memory).
+    input_mode: "tfrecord" (streamed from the shards each epoch), "numpy"
+      (read once into memory, then batched from there), or "auto": numpy
+      when the model's inputs fit max_input_memory_mb, else tfrecord.
+    max_input_memory_mb: the in-memory budget "auto" loads within.
     checkpoint_every: checkpoint every N training steps (0: each epoch).
     strategy: auto, default, mirrored, multi_worker or parameter_server.
+    data_service_port: parameter_server: the port of the tf.data service
+      dispatcher the coordinator runs on the chief's host (every task must
+      be given the same value); the workers share each pass over the
+      training data through it.
     min_shard_bytes: parameter_server: smallest variable shard.
     max_shards: parameter_server: most shards per variable (None: the
       number of parameter servers).
@@ -112,9 +119,11 @@ class TrainerConfig:
   shuffle: bool = True
   shuffle_buffer: int = 100_000
   seed: int = 42
-  input_mode: str = "tfrecord"
+  input_mode: str = "auto"
+  max_input_memory_mb: int = 4096
   checkpoint_every: int = 1000
   strategy: str = "auto"
+  data_service_port: int = 2223
   min_shard_bytes: int = 256 << 10
   max_shards: Optional[int] = None
   eval_split: str = "eval"
@@ -229,7 +238,8 @@ def _validate(config: TrainerConfig) -> None:
   if config.task is not None and config.task not in spec_lib.TASKS:
     raise ConfigError(f"task: must be one of {spec_lib.TASKS}, got "
                       f"{config.task!r}")
-  positive_ints = ("batch_size", "epochs", "shuffle_buffer", "min_shard_bytes")
+  positive_ints = ("batch_size", "epochs", "shuffle_buffer", "min_shard_bytes",
+                   "max_input_memory_mb")
   for field in positive_ints:
     value = getattr(config, field)
     if not _is_int(value) or value <= 0:
@@ -242,6 +252,10 @@ def _validate(config: TrainerConfig) -> None:
   if not _is_int(config.checkpoint_every) or config.checkpoint_every < 0:
     raise ConfigError(f"checkpoint_every: must be an integer >= 0 (0: each "
                       f"epoch), got {config.checkpoint_every!r}")
+  if (not _is_int(config.data_service_port)
+      or not 0 < config.data_service_port < 65536):
+    raise ConfigError(f"data_service_port: must be a port number (1-65535), "
+                      f"got {config.data_service_port!r}")
   if not _is_int(config.seed):
     raise ConfigError(f"seed: must be an integer, got {config.seed!r}")
   for field in ("l2_user", "l2_item", "l2_embedding", "l2_bias", "l2_dense"):

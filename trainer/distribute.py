@@ -7,6 +7,18 @@ MirroredStrategy over local GPUs when there are several, else the default
 MinSizePartitioner, so an embedding table larger than one machine's memory
 is spread over the ps tasks (the tables are the only variables big enough
 to be split).
+
+Parameter-server input goes through the tf.data service. Keras builds one
+dataset per worker from a function traced once on the coordinator, and
+every worker is handed the same InputContext (input_pipeline_id 0 of 1),
+so without it each worker would read the whole split, and with a fixed
+seed the very same batches. Instead the coordinator runs a tf.data
+dispatcher (on the chief's host, port `data_service_port`), each worker
+task runs a tf.data worker beside its tf.distribute Server, and each pass
+over the training split is one shared `distributed_epoch` job: the
+dispatcher hands the split's shards out one at a time and the workers'
+iterators draw batches from the same job, so between them they read every
+example of a pass exactly once.
 """
 
 from __future__ import annotations
@@ -14,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import tensorflow as tf
 
@@ -104,11 +116,17 @@ def is_server_task(name: str, info: Optional[TaskInfo] = None) -> bool:
           and info.task_type in ("worker", "ps"))
 
 
-def run_server(cluster_resolver=None) -> None:
+def run_server(cluster_resolver=None,
+               data_service_port: Optional[int] = None) -> None:
   """Runs this worker/ps task's server until the process is killed.
+
+  A worker task also runs a tf.data service worker for the coordinator's
+  dispatcher (see the module docstring).
 
   Args:
     cluster_resolver: default: TFConfigClusterResolver.
+    data_service_port: the dispatcher's port on the chief's host; None
+      runs no tf.data worker.
   """
   resolver = (cluster_resolver
               or tf.distribute.cluster_resolver.TFConfigClusterResolver())
@@ -119,7 +137,126 @@ def run_server(cluster_resolver=None) -> None:
       resolver.cluster_spec(), job_name=resolver.task_type,
       task_index=resolver.task_id, protocol=resolver.rpc_layer or "grpc",
       start=True)
+  data_worker = None  # pylint: disable=unused-variable
+  if resolver.task_type == "worker" and data_service_port:
+    # Blocks until the dispatcher answers (the coordinator starts it after
+    # connecting to this already-running server), then serves beside it;
+    # the local reference keeps it alive while server.join() blocks.
+    own = resolver.cluster_spec().task_address("worker", resolver.task_id)
+    data_worker = start_data_worker(
+        dispatcher_address(resolver.cluster_spec(), data_service_port),
+        _host(own))
   server.join()
+
+
+def resolve_cluster_spec(cluster_resolver=None) -> tf.train.ClusterSpec:
+  """The cluster of a multi-process run.
+
+  Args:
+    cluster_resolver: default: TFConfigClusterResolver (TF_CONFIG).
+
+  Returns:
+    Its ClusterSpec.
+  """
+  return (cluster_resolver or
+          tf.distribute.cluster_resolver.TFConfigClusterResolver()
+         ).cluster_spec()
+
+
+def _host(address: str) -> str:
+  return address.rpartition(":")[0]
+
+
+def dispatcher_address(cluster_spec: tf.train.ClusterSpec, port: int) -> str:
+  """Where the run's tf.data dispatcher listens: the chief's host, `port`.
+
+  Args:
+    cluster_spec: the parameter-server cluster.
+    port: the data service port (config.data_service_port).
+
+  Returns:
+    "host:port".
+
+  Raises:
+    config.ConfigError: the cluster has no chief (the coordinator).
+  """
+  if "chief" not in cluster_spec.jobs:
+    raise config_lib.ConfigError(
+        "strategy parameter_server: the cluster (TF_CONFIG) has no 'chief' "
+        "task to run the coordinator and the tf.data dispatcher")
+  return f"{_host(cluster_spec.task_address('chief', 0))}:{port}"
+
+
+# A dispatcher holds its port until the process exits; a second training run
+# in the same process (tuning, tests) reuses it under new job names.
+_DISPATCHERS: Dict[int, Any] = {}
+
+
+def start_dispatcher(cluster_spec: tf.train.ClusterSpec, port: int) -> str:
+  """Starts the tf.data dispatcher in this (the coordinator's) process.
+
+  Args:
+    cluster_spec: the parameter-server cluster.
+    port: the data service port.
+
+  Returns:
+    The dispatcher's "host:port", for the workers' datasets.
+
+  Raises:
+    config.ConfigError: the port is taken.
+  """
+  address = dispatcher_address(cluster_spec, port)
+  if port not in _DISPATCHERS:
+    try:
+      _DISPATCHERS[port] = tf.data.experimental.service.DispatchServer(
+          tf.data.experimental.service.DispatcherConfig(port=port))
+    except RuntimeError as error:
+      raise config_lib.ConfigError(
+          f"data_service_port: cannot start the tf.data dispatcher on port "
+          f"{port} ({error}); choose a free port with --data_service_port, "
+          f"the same for every task of the cluster") from None
+  return address
+
+
+def start_data_worker(dispatcher: str, host: str):
+  """Starts a tf.data service worker that registers with `dispatcher`.
+
+  Blocks (retrying) until the dispatcher is reachable. The worker serves on
+  a free port of `host`, which the dispatcher passes on to the consumers.
+
+  Args:
+    dispatcher: "host:port" of the dispatcher.
+    host: this machine's address as the cluster knows it.
+
+  Returns:
+    The tf.data.experimental.service.WorkerServer; it stops when collected.
+  """
+  return tf.data.experimental.service.WorkerServer(
+      tf.data.experimental.service.WorkerConfig(
+          dispatcher_address=dispatcher, worker_address=f"{host}:%port%"))
+
+
+def distributed_epoch(dataset: tf.data.Dataset, dispatcher: str,
+                      job_name: str) -> tf.data.Dataset:
+  """One pass of `dataset`, processed by the tf.data service and shared.
+
+  Every iterator created with the same job_name (one per worker) draws from
+  the same job, whose `distributed_epoch` (dynamic sharding) hands each of
+  the dataset's source shards to one tf.data worker: between them the
+  iterators receive every element once. Iterating again (a repeat after
+  this) starts a new job, i.e. a new pass.
+
+  Args:
+    dataset: a finite dataset starting from a list of files.
+    dispatcher: "host:port" of the dispatcher.
+    job_name: shared by the iterators that split this pass.
+
+  Returns:
+    The distributed dataset.
+  """
+  return dataset.apply(tf.data.experimental.service.distribute(
+      processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
+      service=f"grpc://{dispatcher}", job_name=job_name))
 
 
 def build_strategy(config: config_lib.TrainerConfig,

@@ -7,7 +7,9 @@ One TrainerConfig (defaults < the spec's `model:` section < flags) drives
 the run: the strategy comes from --strategy and TF_CONFIG; the model and
 optimizer are built inside strategy.scope(); training checkpoints every
 --checkpoint_every steps and resumes from the last checkpoint when
-restarted with the same --model_dir; TensorBoard logs go to
+restarted with the same --model_dir (under parameter servers too, where
+the workers share each pass over the data through the tf.data service,
+see trainer/distribute.py); TensorBoard logs go to
 <model_dir>/logs; the serving SavedModel to <model_dir>/export; the final
 JSON report to <model_dir>/report.json (and stdout).
 
@@ -23,7 +25,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional
+import uuid
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -74,7 +77,7 @@ class EpochLogger(keras.callbacks.Callback):
     self.epochs = epochs
     self.batch_size = batch_size
     self.stream = stream or sys.stdout
-    self.initial_step = 0
+    self.initial_step: Optional[int] = None
     self.history: List[Dict[str, float]] = []
     self._start = 0.0
     self._start_step = 0
@@ -85,8 +88,10 @@ class EpochLogger(keras.callbacks.Callback):
     return int(self.model.optimizer.iterations.numpy())
 
   def on_train_begin(self, logs=None):
-    # Runs after BackupAndRestore's restore: the step a resumed run starts at.
-    self.initial_step = self._step()
+    # Runs after BackupAndRestore's restore: the step a resumed run starts at
+    # (a resumed parameter-server run calls fit twice; the first one counts).
+    if self.initial_step is None:
+      self.initial_step = self._step()
 
   def on_epoch_begin(self, epoch, logs=None):
     self._train_seconds = None
@@ -121,20 +126,83 @@ class EpochLogger(keras.callbacks.Callback):
     return steps * self.batch_size / seconds if seconds > 0 else 0.0
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-  """Parameter-server checkpointing: tf.train.CheckpointManager per epoch.
+class StepCheckpoint(keras.callbacks.Callback):
+  """Parameter-server checkpointing every N steps (or per epoch).
 
-  BackupAndRestore does not support ParameterServerStrategy, so there the
-  model and optimizer are checkpointed at each epoch's end and a restart
-  resumes at the next epoch.
+  tf_keras's BackupAndRestore saves only at epoch ends under
+  ParameterServerStrategy. This callback runs on the coordinator, counts
+  the steps fit has scheduled, and each time that count reaches a multiple
+  of `every` (every = 0: at each epoch's end) waits for the scheduled steps
+  to finish on the workers (ClusterCoordinator.join) before saving the
+  model and optimizer, so that the checkpoint's step counter
+  (optimizer.iterations, also its number) matches its variables. A restart
+  restores it and resumes mid-epoch (see fit_segments).
   """
 
-  def __init__(self, manager: tf.train.CheckpointManager):
+  def __init__(self, manager: tf.train.CheckpointManager, every: int,
+               coordinator):
     super().__init__()
     self.manager = manager
+    self.every = every
+    self.coordinator = coordinator
+    # Batch hooks get the steps' RemoteValues without waiting on them.
+    self._supports_tf_logs = True
+    self._epoch_start = 0
+    self._scheduled = 0
+
+  def _iterations(self) -> int:
+    return int(self.model.optimizer.iterations.numpy())
+
+  def on_epoch_begin(self, epoch, logs=None):
+    # fit joins the workers at each epoch's end: nothing is in flight here.
+    self._epoch_start = self._scheduled = self._iterations()
+
+  def on_train_batch_end(self, batch, logs=None):
+    if not self.every:
+      return
+    before, self._scheduled = self._scheduled, self._epoch_start + batch + 1
+    if before // self.every != self._scheduled // self.every:
+      self.save()
 
   def on_epoch_end(self, epoch, logs=None):
-    self.manager.save(checkpoint_number=epoch + 1)
+    if not self.every:
+      self.save()
+
+  def save(self) -> str:
+    """Waits for the scheduled steps, then writes a checkpoint.
+
+    Returns:
+      The checkpoint's path.
+    """
+    self.coordinator.join()
+    return self.manager.save(checkpoint_number=self._iterations())
+
+
+def fit_segments(done_steps: int, steps_per_epoch: int, epochs: int
+                ) -> List[Tuple[int, int, int]]:
+  """The model.fit calls that train the steps a run has left.
+
+  A run restored mid-epoch first finishes that epoch with a shorter
+  fit (its remaining steps), then trains the later epochs in full.
+
+  Args:
+    done_steps: steps already trained (the restored optimizer.iterations).
+    steps_per_epoch: steps in a full epoch.
+    epochs: the planned epochs.
+
+  Returns:
+    (initial_epoch, epochs, steps_per_epoch) per fit call, in order; empty
+    when nothing is left.
+  """
+  epoch, step = divmod(done_steps, steps_per_epoch)
+  if epoch >= epochs:
+    return []
+  if not step:
+    return [(epoch, epochs, steps_per_epoch)]
+  segments = [(epoch, epoch + 1, steps_per_epoch - step)]
+  if epoch + 1 < epochs:
+    segments.append((epoch + 1, epochs, steps_per_epoch))
+  return segments
 
 
 def _feature_names(model: keras.Model) -> List[str]:
@@ -148,18 +216,62 @@ def _input_options(config: config_lib.TrainerConfig, train: bool
       shuffle_buffer=config.shuffle_buffer, seed=config.seed, repeat=train)
 
 
-def _train_input(config, strategy, feature_names, arrays):
+# Passes over the training data with their own shuffling seed
+# (config.seed + pass); beyond these the passes repeat.
+MAX_DISTINCT_PASSES = 16
+
+
+def shared_passes_fn(config: config_lib.TrainerConfig,
+                     feature_names: Sequence[str], dispatcher: str,
+                     job_prefix: str, passes: int):
+  """Parameter-server workers' dataset_fn: passes shared via tf.data service.
+
+  Each pass over the training split is one `distributed_epoch` job named
+  `<job_prefix>-pass<k>` (distribute.distributed_epoch): every worker's
+  dataset, traced once on the coordinator, joins the same jobs, so the
+  workers split each pass between them and read every example once per
+  pass. Pass k shuffles with seed config.seed + k: a tf.data service job
+  rebuilds its dataset, and one seed would give every pass one order.
+
+  Args:
+    config: batch size, shuffling and the preprocessed data.
+    feature_names: the model's inputs.
+    dispatcher: the tf.data dispatcher's "host:port".
+    job_prefix: unique to this fit call (a job name must not be reused).
+    passes: how many passes the dataset holds.
+
+  Returns:
+    dataset_fn(input_context) -> the passes, one after the other.
+  """
+  def dataset_fn(input_context):
+    options = dataclasses.replace(
+        _input_options(config, train=True), repeat=False,
+        batch_size=input_context.get_per_replica_batch_size(
+            config.batch_size))
+    dataset = None
+    for index in range(passes):
+      one_pass = distribute.distributed_epoch(
+          data_lib.tfrecord_dataset(
+              config.preprocessed_dir, TRAIN_SPLIT,
+              dataclasses.replace(options, seed=config.seed + index),
+              feature_names),
+          dispatcher, f"{job_prefix}-pass{index}")
+      dataset = one_pass if dataset is None else dataset.concatenate(one_pass)
+    return dataset
+  return dataset_fn
+
+
+def _train_input(config, strategy, feature_names, arrays, dispatcher=None,
+                 job_prefix=None):
   """The training input for model.fit under the strategy."""
   options = _input_options(config, train=True)
   if distribute.is_parameter_server(strategy):
-    def dataset_fn(input_context):
-      per_replica = dataclasses.replace(
-          options, batch_size=input_context.get_per_replica_batch_size(
-              config.batch_size))
-      return data_lib.tfrecord_dataset(config.preprocessed_dir, TRAIN_SPLIT,
-                                       per_replica, feature_names,
-                                       input_context=input_context)
-    return keras.utils.experimental.DatasetCreator(dataset_fn)
+    passes_fn = shared_passes_fn(config, feature_names, dispatcher,
+                                 job_prefix,
+                                 min(config.epochs, MAX_DISTINCT_PASSES))
+    # fit runs a number of steps, not passes: repeating starts new jobs.
+    return keras.utils.experimental.DatasetCreator(
+        lambda input_context: passes_fn(input_context).repeat())
   if arrays is not None:
     dataset = data_lib.numpy_dataset(arrays, options, feature_names)
   else:
@@ -245,16 +357,17 @@ def train(config: config_lib.TrainerConfig,
 
   train_files = data_lib.list_shards(config.preprocessed_dir, TRAIN_SPLIT)
   names = models.model_features(config, spec)
-  arrays = None
-  if config.input_mode == "numpy":
-    arrays = data_lib.load_arrays(config.preprocessed_dir, TRAIN_SPLIT, names)
-    num_examples = arrays.num_examples
-    label_mean = float(arrays.labels.astype("float64").mean())
-  else:
-    num_examples, label_mean = data_lib.split_stats(train_files)
+  num_examples, label_mean = data_lib.split_stats(train_files)
   if num_examples == 0:
     raise data_lib.PreprocessedDataError(
         f"split {TRAIN_SPLIT!r} of {config.preprocessed_dir!r} has no examples")
+  input_mode = data_lib.choose_input_mode(
+      config.input_mode, config.preprocessed_dir, TRAIN_SPLIT, names,
+      num_examples, config.max_input_memory_mb << 20,
+      streaming_only=distribute.is_parameter_server(strategy))
+  arrays = None
+  if input_mode == "numpy":
+    arrays = data_lib.load_arrays(config.preprocessed_dir, TRAIN_SPLIT, names)
   steps_per_epoch = config.steps_per_epoch or math.ceil(
       num_examples / config.batch_size)
 
@@ -271,16 +384,26 @@ def train(config: config_lib.TrainerConfig,
 
   logger = EpochLogger(config.epochs, config.batch_size)
   callbacks: List[keras.callbacks.Callback] = []
-  initial_epoch = 0
+  segments = [(0, config.epochs, steps_per_epoch)]
+  dispatcher = None
   if distribute.is_parameter_server(strategy):
+    dispatcher = distribute.start_dispatcher(
+        distribute.resolve_cluster_spec(cluster_resolver), config.data_service_port)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(config.model_dir, BACKUP_SUBDIR),
         max_to_keep=2)
     if manager.latest_checkpoint:
-      checkpoint.restore(manager.latest_checkpoint)
-      initial_epoch = int(optimizer.iterations.numpy()) // steps_per_epoch
-    callbacks.append(EpochCheckpoint(manager))
+      # Slots built first so that they are restored now, not on first use.
+      with strategy.scope():
+        optimizer.build(model.trainable_variables)
+      checkpoint.restore(
+          manager.latest_checkpoint).assert_existing_objects_matched()
+    segments = fit_segments(int(optimizer.iterations.numpy()),
+                            steps_per_epoch, config.epochs)
+    callbacks.append(StepCheckpoint(
+        manager, config.checkpoint_every,
+        tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)))
   else:
     save_freq = config.checkpoint_every or "epoch"
     callbacks.append(keras.callbacks.BackupAndRestore(
@@ -295,10 +418,13 @@ def train(config: config_lib.TrainerConfig,
   if not distribute.is_parameter_server(strategy):
     validation = _eval_dataset(config, names, config.eval_split)
   fit_started = time.perf_counter()
-  model.fit(_train_input(config, strategy, names, arrays),
-            epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-            initial_epoch=initial_epoch, validation_data=validation,
-            callbacks=callbacks, verbose=config.verbose)
+  run_id = uuid.uuid4().hex[:12]
+  for index, (first_epoch, last_epoch, epoch_steps) in enumerate(segments):
+    model.fit(_train_input(config, strategy, names, arrays, dispatcher,
+                           f"train-{run_id}-fit{index}"),
+              epochs=last_epoch, steps_per_epoch=epoch_steps,
+              initial_epoch=first_epoch, validation_data=validation,
+              callbacks=callbacks, verbose=config.verbose)
   fit_seconds = time.perf_counter() - fit_started
   steps = int(optimizer.iterations.numpy())
   if distribute.is_parameter_server(strategy):
@@ -325,7 +451,8 @@ def train(config: config_lib.TrainerConfig,
       "eval_split": config.eval_split,
       "train_history": logger.history,
       "steps": steps,
-      "resumed_from_step": logger.initial_step,
+      "resumed_from_step": (steps if logger.initial_step is None
+                            else logger.initial_step),
       "planned_steps": config.epochs * steps_per_epoch,
       "epochs": config.epochs,
       "steps_per_epoch": steps_per_epoch,
@@ -338,6 +465,7 @@ def train(config: config_lib.TrainerConfig,
       "model_dir": config.model_dir,
       "export_dir": export_dir,
       "strategy": type(strategy).__name__,
+      "input_mode": input_mode,
       "num_replicas": strategy.num_replicas_in_sync,
       "embedding_dims": {
           layer.feature: layer.dim for layer in model.layers
@@ -383,8 +511,9 @@ def flag_parser() -> argparse.ArgumentParser:
     parser.add_argument(f"--{name}", type=float)
   parser.add_argument("--optimizer", choices=config_lib.OPTIMIZERS)
   for name in ("batch_size", "epochs", "steps_per_epoch", "shuffle_buffer",
-               "seed", "checkpoint_every", "min_shard_bytes", "max_shards",
-               "verbose"):
+               "seed", "checkpoint_every", "data_service_port",
+               "min_shard_bytes", "max_shards",
+               "max_input_memory_mb", "verbose"):
     parser.add_argument(f"--{name}", type=int)
   parser.add_argument("--shuffle", action=argparse.BooleanOptionalAction,
                       default=None)
@@ -434,7 +563,7 @@ def run(argv: Optional[List[str]] = None) -> int:
   try:
     config = config_from_args(args)
     if distribute.is_server_task(config.strategy):
-      distribute.run_server()
+      distribute.run_server(data_service_port=config.data_service_port)
       return 0
     result = train(config)
   except (config_lib.ConfigError, spec_lib.SpecError,

@@ -3,8 +3,9 @@
 This module is the single source of truth shared by the preprocessing
 pipeline (`pipelines/preprocess.py`), `preprocessing_fn`
 (`transforms/preprocessing.py`) and the trainer (`trainer/`). A spec names
-the raw inputs (files, formats, column types), how side tables join onto the
-main table, how rows split into train and eval, the label, and every feature.
+the raw inputs (files or BigQuery tables and queries, formats, column
+types), how side tables join onto the main table, how rows split into
+train and eval, the label, and every feature.
 
 Every error found while loading names the feature (or section) and the field,
 and is raised before any Beam work starts.
@@ -38,7 +39,9 @@ CATEGORICAL_KINDS = tuple(k for k in FEATURE_KINDS if k != NUMERIC)
 TIME_KINDS = {DAY_OF_WEEK: 7, HOUR_OF_DAY: 24}
 
 COLUMN_TYPES = ("string", "int", "float")
-INPUT_FORMATS = ("csv", "parquet", "tfrecord")
+BIGQUERY = "bigquery"
+FILE_FORMATS = ("csv", "parquet", "tfrecord")
+INPUT_FORMATS = FILE_FORMATS + (BIGQUERY,)
 TASKS = ("regression", "binary")
 
 # The transformed column that carries the label; no feature may take the name.
@@ -50,6 +53,12 @@ AUTO_DIM_RANGE = (0.6, 1.4)
 
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# [PROJECT:|PROJECT.]DATASET.TABLE, as Beam's bigquery_tools parses it (a
+# domain-scoped project is "example.com:project"; a table may carry a
+# "$YYYYMMDD" partition decorator).
+_BIGQUERY_TABLE = re.compile(
+    r"^(?:(?P<project>(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9])[:.])?"
+    r"\w{1,1024}\.[^.:`\s][^.:`]{0,1023}$")
 
 
 class SpecError(ValueError):
@@ -62,21 +71,27 @@ class InputTable:
 
   Attributes:
     name: table name used by joins.
-    format: csv, parquet or tfrecord (tf.Example).
-    path: file pattern (local, gs:// or any Beam filesystem).
+    format: csv, parquet, tfrecord (tf.Example) or bigquery.
+    path: file pattern (local, gs:// or any Beam filesystem); None for
+      bigquery.
     columns: column names in file order (CSV) or the columns to read.
     types: column name -> string | int | float.
     delimiter: CSV field delimiter.
     header: whether the CSV's first line is a header to skip.
-    encoding: text encoding of CSV files (rows that do not decode are
-      dead-lettered).
+    encoding: text encoding of CSV files and of bytes values (tf.Example,
+      BigQuery BYTES); rows that do not decode are dead-lettered.
     key: join key column for side tables.
     eval_path: for the main table, an explicit eval file pattern (then
       `split` is not used).
+    table: bigquery only: "PROJECT:DATASET.TABLE" or "PROJECT.DATASET.TABLE"
+      (or "DATASET.TABLE" in the job's --project).
+    query: bigquery only, instead of `table`: a query whose result is read.
+    use_standard_sql: bigquery `query` only: standard SQL (true) or legacy
+      SQL.
   """
   name: str
   format: str
-  path: str
+  path: Optional[str]
   columns: Tuple[str, ...]
   types: Mapping[str, str]
   delimiter: str = ","
@@ -84,6 +99,20 @@ class InputTable:
   encoding: str = "utf-8"
   key: Optional[str] = None
   eval_path: Optional[str] = None
+  table: Optional[str] = None
+  query: Optional[str] = None
+  use_standard_sql: bool = True
+
+  @property
+  def is_bigquery(self) -> bool:
+    return self.format == BIGQUERY
+
+  @property
+  def bigquery_project(self) -> Optional[str]:
+    """The project a bigquery `table` names, or None (then --project's)."""
+    if self.table is None:
+      return None
+    return _BIGQUERY_TABLE.match(self.table).group("project")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,8 +388,38 @@ def _check_keys(mapping: Mapping[str, Any], allowed: Sequence[str],
                     f"allowed: {sorted(allowed)}")
 
 
-_INPUT_FIELDS = ("format", "path", "columns", "types", "delimiter", "header",
-                 "encoding", "key", "eval_path")
+_BIGQUERY_ONLY_FIELDS = ("table", "query", "use_standard_sql")
+_FILE_ONLY_FIELDS = ("path", "eval_path", "delimiter", "header")
+_INPUT_FIELDS = ("format", "columns", "types", "encoding", "key"
+                ) + _FILE_ONLY_FIELDS + _BIGQUERY_ONLY_FIELDS
+
+
+def _parse_bigquery_source(raw: Mapping[str, Any], where: str,
+                           overrides: Mapping[str, str]
+                          ) -> Tuple[Optional[str], Optional[str], bool]:
+  """(table, query, use_standard_sql) of a bigquery input, validated."""
+  given = [field for field in ("table", "query") if raw.get(field) is not None]
+  if len(given) != 1:
+    raise SpecError(
+        f"{where}: format 'bigquery' needs exactly one of field 'table' or "
+        f"field 'query', got {'both' if given else 'neither'}")
+  field = given[0]
+  value = raw[field]
+  if not isinstance(value, str) or not value.strip():
+    raise SpecError(f"{where}: field {field!r} must be a non-empty string, "
+                    f"got {value!r}")
+  value = _expand_env(value, f"{where}: field {field!r}", overrides)
+  if field == "table":
+    if not _BIGQUERY_TABLE.match(value):
+      raise SpecError(f"{where}: field 'table' must be PROJECT:DATASET.TABLE, "
+                      f"PROJECT.DATASET.TABLE or DATASET.TABLE, got {value!r}")
+    if "use_standard_sql" in raw:
+      raise SpecError(f"{where}: field 'use_standard_sql' applies only to "
+                      f"field 'query'")
+    return value, None, True
+  standard = _bool(raw.get("use_standard_sql", True), "use_standard_sql",
+                   where)
+  return None, value.strip(), standard
 
 
 def _parse_input(name: str, raw: Mapping[str, Any],
@@ -372,8 +431,19 @@ def _parse_input(name: str, raw: Mapping[str, Any],
   if fmt not in INPUT_FORMATS:
     raise SpecError(f"{where}: field 'format' must be one of {INPUT_FORMATS}, "
                     f"got {fmt!r}")
-  path = _expand_env(str(_require(raw, "path", where)),
-                     f"{where}: field 'path'", overrides)
+  misplaced = sorted(set(raw) & set(
+      _FILE_ONLY_FIELDS if fmt == BIGQUERY else _BIGQUERY_ONLY_FIELDS))
+  if misplaced:
+    raise SpecError(f"{where}: field(s) {misplaced} do not apply to format "
+                    f"{fmt!r}")
+  path = bq_table = query = None
+  standard_sql = True
+  if fmt == BIGQUERY:
+    bq_table, query, standard_sql = _parse_bigquery_source(raw, where,
+                                                           overrides)
+  else:
+    path = _expand_env(str(_require(raw, "path", where)),
+                       f"{where}: field 'path'", overrides)
   columns = _require(raw, "columns", where)
   if not isinstance(columns, (list, tuple)) or not all(
       isinstance(column, str) for column in columns):
@@ -406,7 +476,8 @@ def _parse_input(name: str, raw: Mapping[str, Any],
                     types=full_types, delimiter=delimiter,
                     header=_bool(raw.get("header", False), "header", where),
                     encoding=str(raw.get("encoding", "utf-8")), key=key,
-                    eval_path=eval_path)
+                    eval_path=eval_path, table=bq_table, query=query,
+                    use_standard_sql=standard_sql)
 
 
 _FEATURE_FIELDS = ("name", "kind", "source", "top_k", "frequency_threshold",
