@@ -97,6 +97,9 @@ class InputOptions:
       buffer of this many examples, then each window of this many examples
       is permuted whole.
     seed: makes shuffling reproducible.
+    shuffle_shards: with `shuffle`, also shuffle the order shards are read
+      in. Off where the tf.data service hands shards out one at a time
+      (a shuffle buffer of every shard would let one reader claim them all).
     repeat: repeat forever (training with steps_per_epoch).
     cycle_length: shards read (and decompressed) concurrently.
     block_size: consecutive records of one shard read as one element.
@@ -105,6 +108,7 @@ class InputOptions:
   shuffle: bool = False
   shuffle_buffer: int = 10_000
   seed: int = 0
+  shuffle_shards: bool = True
   repeat: bool = False
   cycle_length: int = 4
   block_size: int = 512
@@ -123,7 +127,7 @@ def _record_blocks(files: Sequence[str], options: InputOptions,
   if input_context is not None and input_context.num_input_pipelines > 1:
     shards = shards.shard(input_context.num_input_pipelines,
                           input_context.input_pipeline_id)
-  if options.shuffle:
+  if options.shuffle and options.shuffle_shards:
     shards = shards.shuffle(len(files), seed=options.seed,
                             reshuffle_each_iteration=True)
 

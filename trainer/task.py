@@ -244,8 +244,11 @@ def shared_passes_fn(config: config_lib.TrainerConfig,
     dataset_fn(input_context) -> the passes, one after the other.
   """
   def dataset_fn(input_context):
+    # The dispatcher hands shards to the workers as they ask for them; a
+    # local shuffle buffer of every shard would let one worker claim all.
     options = dataclasses.replace(
         _input_options(config, train=True), repeat=False,
+        shuffle_shards=False,
         batch_size=input_context.get_per_replica_batch_size(
             config.batch_size))
     dataset = None
