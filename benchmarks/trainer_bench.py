@@ -238,8 +238,8 @@ def input_pipeline(spec: spec_lib.FeatureSpec, preprocessed: str,
   epoch_steps = num_examples // BATCH
   warmup = 3
   # The in-memory baseline holds a whole epoch: a model trained on a few
-  # cached batches touches fewer embedding rows, and so runs faster, than
-  # one trained on the split.
+  # cached batches would touch fewer embedding rows than one trained on the
+  # split.
   memory_steps = epoch_steps
   rows = []
   for model_type in ("mf", "dnn"):
@@ -255,9 +255,8 @@ def input_pipeline(spec: spec_lib.FeatureSpec, preprocessed: str,
 
     def memory():
       # A shuffled epoch of parsed batches, cached: the warm-up pass fills
-      # the cache, the timed steps read tensors from memory. Shuffled like
-      # the others, since file order (ratings grouped by user) would hit
-      # fewer cache lines per batch than any shuffled input.
+      # the cache, the timed steps read tensors from memory. The same rows
+      # in the same kind of order as the inputs it is compared with.
       return data_lib.tfrecord_dataset(
           preprocessed, "train", dataclasses.replace(streamed, repeat=False),
           names).take(memory_steps).cache().repeat()
