@@ -441,3 +441,25 @@ def test_numpy_repeat_runs_epochs_back_to_back_across_batches():
   # Two whole epochs, each a permutation, the second starting mid-batch.
   assert sorted(rows[:10]) == list(range(10))
   assert sorted(rows[10:]) == sorted(rows[10:20]) and len(set(rows[10:])) == 10
+
+
+@pytest.mark.parametrize("lengths, values", [
+    ([2, 0, 1, 2, 0, 1, 2, 0], [3, 0, 2, 1, 0, 2, 0, 1]),  # padded
+    ([1, 0, 0, 9, 0], [5, 1, 2, 3, 4, 5, 6, 7, 8, 9]),  # too sparse: ragged
+    ([1, 2, 1], [0, -1, 4, 2]),  # a negative id: ragged
+])
+def test_numpy_multivalued_batches_match_the_parsed_layout(lengths, values):
+  splits = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+  values = np.array(values, np.int64)
+  rows = data_lib._multivalued_rows(values, splits)
+  reference = tf.RaggedTensor.from_row_splits(values, splits)
+  n = len(lengths)
+  for batch in ([0, 1, 2], [1, n - 1], list(range(n))[::-1], [n - 1]):
+    batch = tf.constant(batch, tf.int64)
+    got = data_lib._sparse_batch(rows, batch)
+    # tf.io.parse_example's layout: row-major, [batch, longest row].
+    want = tf.gather(reference, batch).to_sparse()
+    assert got.indices.numpy().tolist() == want.indices.numpy().tolist()
+    assert got.values.numpy().tolist() == want.values.numpy().tolist()
+    assert got.dense_shape.numpy().tolist() == want.dense_shape.numpy().tolist()
+  assert isinstance(rows, tf.RaggedTensor) == (lengths[0] != 2)
