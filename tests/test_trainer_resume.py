@@ -34,17 +34,14 @@ def _command(preprocessed, ml100k_dir, model_dir):
           "--no-export"]
 
 
-def test_killed_trainer_resumes_from_the_last_checkpoint(
-    ml100k_preprocessed, ml100k_dir, tmp_path):
-  model_dir = str(tmp_path / "model")
-  command = _command(ml100k_preprocessed, ml100k_dir, model_dir)
-  chief = os.path.join(model_dir, task.BACKUP_SUBDIR, "chief")
-  checkpoints = os.path.join(chief, "ckpt-*.index")
-  # The CheckpointManager's state file is renamed into place after a
-  # checkpoint is complete: from then on a restart has one to restore.
-  state = os.path.join(chief, "checkpoint")
-  with open(tmp_path / "first.log", "w") as log:
-    first = subprocess.Popen(command, cwd=REPO, stdout=log,
+def _kill_after_first_checkpoint(command, state, log_path, env=None):
+  """Starts the trainer, SIGKILLs it once `state` exists, checks it died.
+
+  The CheckpointManager's state file is renamed into place after a
+  checkpoint is complete: from then on a restart has one to restore.
+  """
+  with open(log_path, "w") as log:
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
                              stderr=subprocess.STDOUT)
     try:
       deadline = time.monotonic() + 240
@@ -56,7 +53,17 @@ def test_killed_trainer_resumes_from_the_last_checkpoint(
       first.wait()
   assert first.returncode == -signal.SIGKILL, (
       "the first run ended before it could be killed:\n"
-      + (tmp_path / "first.log").read_text()[-2000:])
+      + open(log_path).read()[-2000:])
+
+
+def test_killed_trainer_resumes_from_the_last_checkpoint(
+    ml100k_preprocessed, ml100k_dir, tmp_path):
+  model_dir = str(tmp_path / "model")
+  command = _command(ml100k_preprocessed, ml100k_dir, model_dir)
+  chief = os.path.join(model_dir, task.BACKUP_SUBDIR, "chief")
+  checkpoints = os.path.join(chief, "ckpt-*.index")
+  _kill_after_first_checkpoint(command, os.path.join(chief, "checkpoint"),
+                               tmp_path / "first.log")
   assert glob.glob(checkpoints)
   assert not os.path.exists(os.path.join(model_dir, task.REPORT_FILE))
 
@@ -126,21 +133,8 @@ def test_killed_parameter_server_chief_resumes_mid_epoch(
       [REPO, os.path.join(REPO, "tests")]
       + [p for p in [env.get("PYTHONPATH")] if p])
   backup = os.path.join(model_dir, task.BACKUP_SUBDIR)
-  state = os.path.join(backup, "checkpoint")
-  with open(tmp_path / "first.log", "w") as log:
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
-                             stderr=subprocess.STDOUT)
-    try:
-      deadline = time.monotonic() + 240
-      while not os.path.exists(state) and first.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.05)
-      first.send_signal(signal.SIGKILL)
-    finally:
-      first.wait()
-  assert first.returncode == -signal.SIGKILL, (
-      "the first run ended before it could be killed:\n"
-      + (tmp_path / "first.log").read_text()[-2000:])
+  _kill_after_first_checkpoint(command, os.path.join(backup, "checkpoint"),
+                               tmp_path / "first.log", env=env)
   assert not os.path.exists(os.path.join(model_dir, task.REPORT_FILE))
   # Every checkpoint holds exactly the steps its number says: the pending
   # steps were joined before it was written.
