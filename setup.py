@@ -13,13 +13,10 @@ REQUIRED = [
     "pyarrow",
     "numpy",
     "faiss-cpu>=1.8",
-    "hnswlib>=0.8",
     "scikit-learn>=1.4",
+    "scipy",
     "matplotlib>=3.8",
-    "gensim>=4.3",
     "optuna>=3.6",
-    "tqdm>=4.66",
-    "psutil>=5.9",
 ]
 
 setuptools.setup(
@@ -30,12 +27,16 @@ setuptools.setup(
                  "Keras)."),
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(
-        include=["pipelines", "pipelines.*", "transforms", "transforms.*",
-                 "trainer", "trainer.*", "retrieval", "retrieval.*",
+        include=["core", "core.*", "transforms", "transforms.*",
+                 "pipelines", "pipelines.*", "trainer", "trainer.*",
+                 "retrieval", "retrieval.*", "workflows", "workflows.*",
                  "deploy", "deploy.*"]),
     py_modules=["embeddings_cli"],
     package_data={"": ["*.yaml"]},
     install_requires=REQUIRED,
-    extras_require={"test": ["pytest>=8", "tensorboard"]},
+    # Only what tests and benchmarks use: install_requires is staged onto
+    # every Dataflow worker.
+    extras_require={"test": ["pytest>=8", "tensorboard", "gensim>=4.3"],
+                    "bench": ["psutil>=5.9", "hnswlib>=0.8"]},
     entry_points={"console_scripts": ["embeddings = embeddings_cli:main"]},
 )

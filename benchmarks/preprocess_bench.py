@@ -59,6 +59,8 @@ import pyarrow.csv as pa_csv
 import benchmarks
 from pipelines import generate
 from pipelines import split as split_lib
+from transforms import kinds
+from transforms import loader
 from transforms import spec as spec_lib
 
 SPEC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -81,19 +83,19 @@ class _Job:
   def __init__(self, spec: spec_lib.FeatureSpec):
     self.spec = spec
     kinds = {f.kind for f in spec.features}
-    allowed = {spec_lib.VOCABULARY, spec_lib.CROSS, spec_lib.BUCKETIZED}
+    allowed = {kinds.VOCABULARY, kinds.CROSS, kinds.BUCKETIZED}
     if not kinds <= allowed or spec.joins or spec.split is None:
       raise ValueError(f"{SPEC_PATH}: the floor handles vocabulary, cross "
                        f"and bucketized features with a hash split and no "
                        f"joins")
     self.table = spec.main_table
     self.vocabularies = [f for f in spec.features
-                         if f.kind == spec_lib.VOCABULARY]
-    self.crosses = [f for f in spec.features if f.kind == spec_lib.CROSS]
-    self.buckets = [f for f in spec.features if f.kind == spec_lib.BUCKETIZED]
+                         if f.kind == kinds.VOCABULARY]
+    self.crosses = [f for f in spec.features if f.kind == kinds.CROSS]
+    self.buckets = [f for f in spec.features if f.kind == kinds.BUCKETIZED]
     for cross in self.crosses:
       for member in cross.features:
-        if spec.feature(member).kind != spec_lib.VOCABULARY:
+        if spec.feature(member).kind != kinds.VOCABULARY:
           raise ValueError(f"cross {cross.name!r}: the floor crosses raw "
                            f"vocabulary columns only")
 
@@ -377,7 +379,7 @@ def _child(variant: str, data: str, output: str, result: str) -> None:
   # process); every variant pays it here, outside the clock.
   tf.sparse.cross_hashed([tf.constant([["a"]]), tf.constant([["b"]])],
                          num_buckets=2)
-  job = _Job(spec_lib.load_spec(SPEC_PATH, {"DATA_DIR": data}))
+  job = _Job(loader.load_spec(SPEC_PATH, {"DATA_DIR": data}))
   began = time.perf_counter()
   if variant == "floor":
     summary = run_floor(job, output)
@@ -410,7 +412,7 @@ def _read_examples(folder: str) -> Dict[str, np.ndarray]:
 
 def _compare(floor_out: str, tft_out: str, result: str) -> None:
   """Floor output vs the pipeline's; writes the findings as JSON."""
-  job = _Job(spec_lib.load_spec(SPEC_PATH, {"DATA_DIR": "."}))
+  job = _Job(loader.load_spec(SPEC_PATH, {"DATA_DIR": "."}))
   found = {"vocabularies_identical": {}, "splits": {}}
   for feature in job.vocabularies:
     with open(os.path.join(floor_out, "vocabularies", feature.name),

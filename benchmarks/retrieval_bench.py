@@ -40,6 +40,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from core import artifacts
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The in-process Beam runner, named directly: "DirectRunner" first tries to
 # fetch the Prism runner binary from the network.
@@ -361,7 +363,7 @@ def bench_planted(export: Optional[str] = None, data: Optional[str] = None,
     truth = catalog.read_truth_clusters(
         os.path.join(data, "truth", "item_clusters.csv"))
     if export is not None:
-      table = catalog.load(export, "movie")
+      table = artifacts.load(export, "movie")
       rows_ = table.real_rows
       vectors = table.vectors[rows_]
       tokens = [table.tokens[r] for r in rows_]

@@ -58,12 +58,14 @@ import tf_keras as keras
 
 import benchmarks
 from benchmarks import preprocess_bench
+from core import layout
 from pipelines import preprocess
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import models
 from trainer import optimizers
 from transforms import feature_info as feature_info_lib
+from transforms import loader
 from transforms import spec as spec_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,7 +201,7 @@ def preprocessed_data(ratings: int) -> str:
   data = preprocess_bench.dataset(ratings, SEED)
   output = os.path.join(benchmarks.results_dir("work", f"trainer_{ratings}"),
                         "preprocessed")
-  if not os.path.exists(os.path.join(output, data_lib.SUCCESS_FILE)):
+  if not os.path.exists(os.path.join(output, layout.SUCCESS_FILE)):
     code = preprocess.run(["--spec", SPEC, "--output", output,
                            "--env", f"DATA_DIR={data}"])
     if code:
@@ -349,7 +351,7 @@ def run(quick: bool = False, parts: Sequence[str] = ("a", "b", "c")) -> Dict:
   Returns:
     {"step": [...], "input": [...], "summary": {...}, "table": [...]}.
   """
-  spec = spec_lib.load_spec(SPEC, {"DATA_DIR": "unused"})
+  spec = loader.load_spec(SPEC, {"DATA_DIR": "unused"})
   result: Dict = {"batch_size": BATCH, "mf_dim": DIM,
                   "default_optimizer": config_lib.TrainerConfig(
                       preprocessed_dir="-", model_dir="-",

@@ -1,8 +1,8 @@
-"""Deployment: cluster manifests, offline Dataflow job builds, retraining.
+"""Deployment: cluster manifests, container files, schedules, TF_CONFIG glue.
 
-`deploy.retrain` implements `embeddings retrain` / `embeddings rollback`;
 `deploy.dataflow_job` builds the Dataflow job of `embeddings preprocess`
 offline; `deploy.tf_config` gives pods without a training operator their
-TF_CONFIG. The rest of this directory is manifests and container files
-(see README.md).
+TF_CONFIG. The schedules here (Kubernetes CronJob, Airflow DAG, systemd
+timer) all run `embeddings retrain` (workflows/retrain.py). The rest of
+this directory is manifests and container files (see README.md).
 """

@@ -42,6 +42,7 @@ from google.protobuf import json_format
 from pipelines import preprocess
 from pipelines import runners
 from pipelines import sources
+from transforms import loader
 from transforms import spec as spec_lib
 
 PIPELINE_SUFFIX = ".pipeline.json"
@@ -117,7 +118,7 @@ def build_preprocess_job(argv: Sequence[str]) -> DataflowJob:
   if runner != "DataflowRunner":
     raise runners.PresetError(f"this builds a DataflowRunner job; got "
                               f"--runner={runner} (use --preset dataflow)")
-  spec = spec_lib.load_spec(known.spec, dict(spec_lib.parse_env_flags(known.env)))
+  spec = loader.load_spec(known.spec, dict(spec_lib.parse_env_flags(known.env)))
   rules = preprocess.plan_inputs(spec)
   sources.check_bigquery_options(spec, options)
   # The job only names its output paths; nothing is written there.

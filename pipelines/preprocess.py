@@ -46,15 +46,17 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tfx_bsl.coders import example_coder
 from tfx_bsl.public import tfxio
 
+from core import files
 from pipelines import joins as joins_lib
 from pipelines import metrics
-from pipelines import outputs
+from core import outputs
 from pipelines import rows as rows_lib
 from pipelines import runners
 from pipelines import sinks
 from pipelines import sources
 from pipelines import split as split_lib
 from transforms import feature_info as feature_info_lib
+from transforms import loader
 from transforms import preprocessing
 from transforms import spec as spec_lib
 
@@ -80,7 +82,7 @@ class EmptyInputError(ValueError):
 
 
 def _join_path(base: str, *parts: str) -> str:
-  return (os.path.join(base, *parts) if outputs.is_local(base)
+  return (os.path.join(base, *parts) if files.is_local(base)
           else posixpath.join(base, *parts))
 
 
@@ -513,7 +515,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
   known, pipeline_args = flag_parser().parse_known_args(
       None if argv is None else list(argv))
   pipeline_args = runners.expand_preset(pipeline_args)
-  spec = spec_lib.load_spec(known.spec, dict(spec_lib.parse_env_flags(known.env)))
+  spec = loader.load_spec(known.spec, dict(spec_lib.parse_env_flags(known.env)))
   max_fraction = (spec.max_rejected_fraction
                   if known.max_rejected_fraction is None
                   else known.max_rejected_fraction)

@@ -141,8 +141,7 @@ def key_columns(spec: spec_lib.FeatureSpec) -> FrozenSet[str]:
   if spec.split is not None:
     keys.update(spec.split.key)
   for feature in spec.features:
-    if feature.kind in (spec_lib.VOCABULARY, spec_lib.HASH):
-      keys.add(feature.source)
+    keys.update(feature.kind.nonempty_columns(feature))
   return frozenset(keys)
 
 

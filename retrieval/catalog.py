@@ -1,6 +1,6 @@
-"""What the rows of a table mean: artifact loading, names, labels, truth.
+"""What the rows of a table mean to people: names, labels, truth.
 
-Embedding artifacts (trainer/artifacts.py) name rows by token (an item id
+Embedding artifacts (core/artifacts.py) name rows by token (an item id
 like "50" or "m42"); people ask for "Star Wars (1977)". This module reads
 the files that map ids to names and labels:
 
@@ -15,12 +15,10 @@ and finds rows by token or by title.
 """
 
 import csv
-import dataclasses
 import io
-import os
 from typing import Dict, List, Mapping, Optional, Sequence
 
-import numpy as np
+import tensorflow as tf
 
 # u.item's genre flag columns, in file order (the same list as u.genre).
 MOVIELENS_GENRES = (
@@ -30,7 +28,6 @@ MOVIELENS_GENRES = (
 _MOVIELENS_ITEM_FIELDS = 5 + len(MOVIELENS_GENRES)
 
 TITLE = "title"
-DEFAULT_TOKEN = "[DEFAULT]"
 
 
 class UnknownItemError(KeyError):
@@ -40,149 +37,8 @@ class UnknownItemError(KeyError):
     return str(self.args[0]) if self.args else ""
 
 
-@dataclasses.dataclass
-class Table:
-  """An embedding table as retrieval uses it.
-
-  Attributes:
-    name: the feature name.
-    vectors: float32 [size, dim]; row i embeds tokens[i].
-    tokens: row names, unique.
-    metadata: the artifact's metadata.json content.
-    real_rows: rows that stand for real values, i.e. not OOV buckets or an
-      identity feature's default row; searches return only these.
-    labels: a readable label per row from the artifact (e.g. "Tue 14h" for
-      a day x hour bucket); the tokens when the artifact has none.
-  """
-  name: str
-  vectors: np.ndarray
-  tokens: List[str]
-  metadata: Dict
-  real_rows: np.ndarray
-  labels: Optional[List[str]] = None
-
-  def row_of(self) -> Dict[str, int]:
-    """Token -> row."""
-    return {token: row for row, token in enumerate(self.tokens)}
-
-
-def real_rows(tokens: Sequence[str], metadata: Mapping) -> np.ndarray:
-  """Rows of a table that are not OOV buckets nor a default row.
-
-  Args:
-    tokens: row names.
-    metadata: artifact metadata (vocabulary_size, num_oov_buckets).
-
-  Returns:
-    int64 row ids, ascending.
-  """
-  size = len(tokens)
-  vocabulary_size = metadata.get("vocabulary_size")
-  if vocabulary_size is not None:
-    return np.arange(min(int(vocabulary_size), size), dtype=np.int64)
-  return np.array([row for row, token in enumerate(tokens)
-                   if token != DEFAULT_TOKEN], dtype=np.int64)
-
-
-def table_dir(embeddings: str, table: Optional[str]) -> str:
-  """The artifact directory of `table` under an export (or `embeddings` itself).
-
-  Args:
-    embeddings: an `embeddings export` output, or one table's directory.
-    table: the feature name, or None when `embeddings` is a table directory.
-
-  Returns:
-    The directory holding metadata.json.
-
-  Raises:
-    FileNotFoundError: no such artifact, naming the tables that exist.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from trainer import artifacts  # pylint: disable=g-import-not-at-top
-  candidates = []
-  if table:
-    candidates.append(os.path.join(embeddings, table))
-  candidates.append(embeddings)
-  for directory in candidates:
-    if tf.io.gfile.exists(os.path.join(directory, artifacts.METADATA_FILE)):
-      if table and directory == embeddings:
-        name = _artifact_name(directory)
-        if name != table:
-          continue
-      return directory
-  available = []
-  if tf.io.gfile.isdir(embeddings):
-    available = sorted(
-        entry.rstrip("/") for entry in tf.io.gfile.listdir(embeddings)
-        if tf.io.gfile.exists(os.path.join(embeddings, entry.rstrip("/"),
-                                           artifacts.METADATA_FILE)))
-  raise FileNotFoundError(
-      f"no embedding table {table!r} in {embeddings!r}; tables there: "
-      f"{', '.join(available) or 'none'}")
-
-
-def _artifact_name(directory: str) -> Optional[str]:
-  import json  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from trainer import artifacts  # pylint: disable=g-import-not-at-top
-  with tf.io.gfile.GFile(os.path.join(directory,
-                                      artifacts.METADATA_FILE)) as handle:
-    return json.load(handle).get("name")
-
-
-def load(embeddings: str, table: Optional[str] = None) -> Table:
-  """Loads one embedding table written by `embeddings export`.
-
-  Args:
-    embeddings: an export directory or a table's own directory.
-    table: the feature name (None when `embeddings` is the table directory).
-
-  Returns:
-    The Table.
-  """
-  from trainer import artifacts  # pylint: disable=g-import-not-at-top
-  loaded = artifacts.load_table(table_dir(embeddings, table))
-  return Table(name=loaded.name, vectors=loaded.vectors,
-               tokens=list(loaded.tokens), metadata=dict(loaded.metadata),
-               real_rows=real_rows(loaded.tokens, loaded.metadata),
-               labels=list(loaded.labels or loaded.tokens))
-
-
-def find_bias(embeddings: str, table: Table) -> Optional[np.ndarray]:
-  """The per-row bias of a table when the export has one.
-
-  trainer/artifacts.py exports a model's per-row bias as a one-column table
-  `bias_<feature>` with the same rows as the feature's table.
-
-  Args:
-    embeddings: the export directory.
-    table: the table whose bias to find.
-
-  Returns:
-    float32 [size] aligned with `table`'s rows, or None.
-
-  Raises:
-    ValueError: a bias table exists but does not match the table's rows.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from trainer import artifacts  # pylint: disable=g-import-not-at-top
-  directory = os.path.join(embeddings, artifacts.bias_table_name(table.name))
-  if not tf.io.gfile.exists(os.path.join(directory, artifacts.METADATA_FILE)):
-    return None
-  bias = artifacts.load_table(directory)
-  if bias.vectors.shape[1] != 1:
-    raise ValueError(f"bias table {directory!r} has dimension "
-                     f"{bias.vectors.shape[1]}, expected 1")
-  if list(bias.tokens) != list(table.tokens):
-    raise ValueError(f"bias table {directory!r} rows ({len(bias.tokens)}) "
-                     f"do not match table {table.name!r} rows "
-                     f"({len(table.tokens)}) token by token")
-  return bias.vectors[:, 0].astype(np.float32)
-
-
 def _read_text(path: str) -> str:
   """A text file's content: UTF-8, else latin-1 (MovieLens' encoding)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   with tf.io.gfile.GFile(path, "rb") as handle:
     raw = handle.read()
   try:

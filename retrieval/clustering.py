@@ -19,6 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from core import artifacts
 from retrieval import catalog
 from retrieval import index as index_lib
 
@@ -166,7 +167,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
   """
   args = _parser().parse_args(argv)
   try:
-    table = catalog.load(args.embeddings, args.table)
+    table = artifacts.load(args.embeddings, args.table)
   except FileNotFoundError as error:
     raise SystemExit(f"embeddings cluster: {error}") from None
   names = catalog.titles(catalog.read_attributes(args.names)

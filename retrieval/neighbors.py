@@ -21,11 +21,12 @@ from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from core import artifacts
 from retrieval import catalog
 from retrieval import index as index_lib
 
 
-def neighbors(table: catalog.Table, rows: Sequence[int], k: int,
+def neighbors(table: artifacts.EmbeddingTable, rows: Sequence[int], k: int,
               approximate: Optional[bool] = None,
               approximate_above: int = 200_000) -> List[List[tuple]]:
   """The k nearest real rows of each given row, itself excluded.
@@ -105,7 +106,7 @@ def neighbor_precision(vectors: np.ndarray, tokens: Sequence[str],
   return float(hits.mean())
 
 
-def format_results(table: catalog.Table, query_row: int,
+def format_results(table: artifacts.EmbeddingTable, query_row: int,
                    results: Sequence[tuple],
                    names: Mapping[str, str]) -> str:
   """A printable table of one query's neighbours.
@@ -167,7 +168,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
   """
   args = _parser().parse_args(argv)
   try:
-    table = catalog.load(args.embeddings, args.table)
+    table = artifacts.load(args.embeddings, args.table)
   except FileNotFoundError as error:
     print(f"embeddings neighbors: {error}", file=sys.stderr)
     return 2

@@ -33,6 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from core import artifacts
 from retrieval import catalog
 from retrieval import index as index_lib
 
@@ -285,7 +286,7 @@ def first_value(value: str, separator: str = "|") -> str:
   return str(value).split(separator)[0] if value else ""
 
 
-def table_columns(table: catalog.Table, rows: Sequence[int],
+def table_columns(table: artifacts.EmbeddingTable, rows: Sequence[int],
                   attribute_files: Sequence[str]) -> Dict[str, List[str]]:
   """Metadata columns for some rows of a table: token, label, attributes.
 
@@ -367,7 +368,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, str]:
   rng = np.random.default_rng(args.seed)
   for name in args.table or ["movie"]:
     try:
-      table = catalog.load(args.embeddings, name)
+      table = artifacts.load(args.embeddings, name)
     except FileNotFoundError as error:
       raise SystemExit(f"embeddings projector: {error}") from None
     rows = table.real_rows

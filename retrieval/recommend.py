@@ -21,6 +21,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 import numpy as np
 
+from core import artifacts
 from retrieval import catalog
 from retrieval import index as index_lib
 
@@ -136,8 +137,8 @@ def recommend(user_vectors: np.ndarray, item_vectors: np.ndarray, k: int,
   return scores, index_lib.rows_subset(candidate_rows, ids)
 
 
-def recommend_for(users: Sequence[str], user_table: catalog.Table,
-                  item_table: catalog.Table, k: int,
+def recommend_for(users: Sequence[str], user_table: artifacts.EmbeddingTable,
+                  item_table: artifacts.EmbeddingTable, k: int,
                   seen: Optional[Mapping[str, Set[str]]] = None,
                   item_bias: Optional[np.ndarray] = None) -> List[Dict]:
   """Recommendations for named users from two tables.
@@ -221,12 +222,12 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
   args = _parser().parse_args(argv)
   users = [u.strip() for u in args.users.split(",") if u.strip()]
   try:
-    user_table = catalog.load(args.embeddings, args.user_table)
-    item_table = catalog.load(args.embeddings, args.item_table)
+    user_table = artifacts.load(args.embeddings, args.user_table)
+    item_table = artifacts.load(args.embeddings, args.item_table)
   except FileNotFoundError as error:
     print(f"embeddings recommend: {error}", file=sys.stderr)
     return 2
-  bias = None if args.no_bias else catalog.find_bias(args.embeddings,
+  bias = None if args.no_bias else artifacts.find_bias(args.embeddings,
                                                      item_table)
   seen = read_seen(args.seen, users) if args.seen else None
   names = catalog.titles(catalog.read_attributes(args.names)

@@ -1,30 +1,13 @@
-"""Tests for embedding artifacts (trainer/artifacts.py): format and readers."""
+"""The embedding artifact format (core/artifacts.py): files, readers, rows."""
 
-import json
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras as keras
 
-from trainer import artifacts
-from transforms import feature_info as feature_info_lib
-from transforms import preprocessing
-from transforms import spec as spec_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def spec():
-  return spec_lib.load_spec(os.path.join(REPO, "configs", "synthetic.yaml"))
-
-
-@pytest.fixture(scope="module")
-def infos(spec):
-  return feature_info_lib.resolve_feature_info(
-      spec, {"user": 3, "movie": 4, "gender": 2, "occupation": 2, "genres": 3})
+from core import artifacts
+from core import layout
 
 
 def _table(name="movie", rows=5, dim=3, seed=0, tokens=None):
@@ -117,77 +100,39 @@ def test_feature_column_api_loads_the_checkpoint(tmp_path):
   np.testing.assert_array_equal(values, table.vectors[[2, 0, 3, 4]])
 
 
-def test_row_tokens_per_kind(infos):
-  assert artifacts.row_tokens(infos["movie"], ["m9", "m1", "m5", "m2"]) == [
-      "m9", "m1", "m5", "m2", "[OOV_0]"]
-  assert artifacts.row_tokens(infos["day_of_week"]) == [
-      str(i) for i in range(7)]
-  assert artifacts.row_tokens(infos["age_bucket"]) == [
-      f"[BUCKET_{i}]" for i in range(6)]
-  assert artifacts.row_tokens(infos["day_x_hour"])[167] == "[BUCKET_167]"
-  identity = feature_info_lib.FeatureInfo(
-      name="slot", kind="identity", size=4, vocabulary_size=None,
-      num_oov_buckets=0, embedding_dim=2, dim_range=(1, 3), multivalent=False,
-      vocabulary_file=None)
-  assert artifacts.row_tokens(identity) == ["0", "1", "2", "[DEFAULT]"]
-  with pytest.raises(ValueError, match="vocabulary has 2 tokens"):
-    artifacts.row_tokens(infos["movie"], ["m1", "m2"])
+def test_real_rows_leave_out_oov_and_default_rows():
+  assert artifacts.real_rows(
+      ["m0", "m1", "[OOV_0]", "[OOV_1]"],
+      {"vocabulary_size": 2, "num_oov_buckets": 2}).tolist() == [0, 1]
+  # An identity feature's out-of-range row.
+  assert artifacts.real_rows(
+      ["0", "1", "2", "[DEFAULT]"],
+      {"vocabulary_size": None, "num_oov_buckets": 0}).tolist() == [0, 1, 2]
+  # Hash buckets are all real.
+  assert artifacts.real_rows(
+      [artifacts.bucket_token(i) for i in range(3)],
+      {"vocabulary_size": None}).tolist() == [0, 1, 2]
+  assert _table().real_rows.tolist() == [0, 1, 2, 3]
 
 
-def test_hash_parameters_and_cross_labels(spec, infos):
-  params = artifacts.hash_parameters(spec, "day_x_hour")
-  assert params["bucket_size"] == 168
-  assert "cross_hashed" in params["function"]
-  assert [m["name"] for m in params["members"]] == ["day_of_week",
-                                                    "hour_of_day"]
-  assert artifacts.hash_parameters(spec, "movie") is None
-  tokens = artifacts.row_tokens(infos["day_x_hour"])
-  labels = artifacts.row_labels(spec, infos["day_x_hour"], tokens)
-  # Tuesday 14h: the pipeline's own hashed cross says which bucket it is in.
-  bucket = preprocessing.hashed_cross(
-      [tf.constant([[1]], tf.int64), tf.constant([[14]], tf.int64)], 168)
-  bucket = int(tf.sparse.to_dense(bucket).numpy()[0, 0])
-  assert "Tue 14h" in labels[bucket].split("|")
-  combinations = [c for label in labels if not label.startswith("[BUCKET_")
-                  for c in label.split("|")]
-  assert len(combinations) == 7 * 24 and len(set(combinations)) == 7 * 24
-
-
-def _model_with_tables(infos, names, seed=0):
-  """A real tf_keras model with one Embedding layer per feature."""
-  inputs, outputs = [], []
-  for name in names:
-    info = infos[name]
-    x = keras.Input(shape=(), dtype=tf.int64, name=name)
-    layer = keras.layers.Embedding(
-        info.size, info.embedding_dim, name=f"embedding_{name}",
-        embeddings_initializer=keras.initializers.RandomNormal(seed=seed))
-    inputs.append(x)
-    outputs.append(layer(x))
-  return keras.Model(inputs, keras.layers.Concatenate()(outputs))
-
-
-def test_export_model_tables(tmp_path, spec, infos):
-  model = _model_with_tables(infos, ["movie", "day_x_hour"])
-  exported = artifacts.export_model_tables(
-      model, infos, spec, str(tmp_path),
-      vocabularies={"movie": ["m3", "m1", "m4", "m2"]},
-      versions={"model_version": "v7", "data_version": "sha256:x",
-                "trained_at": "2024-01-01T00:00:00Z"})
-  assert sorted(exported) == ["day_x_hour", "movie"]
-  loaded = artifacts.load_tables(str(tmp_path))
-  for name in ("movie", "day_x_hour"):
-    np.testing.assert_array_equal(
-        loaded[name].vectors,
-        model.get_layer(f"embedding_{name}").get_weights()[0])
-  assert loaded["movie"].tokens == ["m3", "m1", "m4", "m2", "[OOV_0]"]
-  with open(tmp_path / "day_x_hour" / "metadata.json") as handle:
-    metadata = json.load(handle)
-  assert metadata["hash"]["bucket_size"] == 168
-  assert metadata["feature_spec"] == {
-      "name": "day_x_hour", "kind": "cross", "hash_bucket_size": 168,
-      "features": ["day_of_week", "hour_of_day"]}
-  assert metadata["model_version"] == "v7"
-  assert metadata["trained_at"] == "2024-01-01T00:00:00Z"
-  assert metadata["dimension"] == infos["day_x_hour"].embedding_dim
-  assert metadata["num_oov_buckets"] == 0
+def test_load_finds_tables_and_biases_of_an_export(tmp_path):
+  table = _table()
+  table.save(str(tmp_path / "movie"))
+  bias = artifacts.EmbeddingTable(
+      name=layout.bias_table_name("movie"),
+      vectors=np.arange(5, dtype=np.float32)[:, None], tokens=table.tokens,
+      metadata={"table": "bias", "feature": "movie"})
+  bias.save(str(tmp_path / layout.bias_table_name("movie")))
+  assert artifacts.table_names(str(tmp_path)) == ["bias_movie", "movie"]
+  loaded = artifacts.load(str(tmp_path), "movie")
+  np.testing.assert_array_equal(loaded.vectors, table.vectors)
+  # A table's own directory loads without a name, or with its own.
+  assert artifacts.load(str(tmp_path / "movie")).tokens == table.tokens
+  assert artifacts.load(str(tmp_path / "movie"), "movie").name == "movie"
+  np.testing.assert_array_equal(artifacts.find_bias(str(tmp_path), loaded),
+                                np.arange(5, dtype=np.float32))
+  with pytest.raises(FileNotFoundError, match="tables there: bias_movie, "
+                                              "movie"):
+    artifacts.load(str(tmp_path), "user")
+  other = _table(name="user", tokens=["a", "b", "c", "d", "[OOV_0]"])
+  assert artifacts.find_bias(str(tmp_path), other) is None

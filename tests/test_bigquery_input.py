@@ -32,6 +32,7 @@ from pipelines import preprocess
 from pipelines import rows as rows_lib
 from pipelines import runners
 from pipelines import sources
+from transforms import loader
 from transforms import spec as spec_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +76,7 @@ def _ratings(raw):
 # --- the spec -----------------------------------------------------------------
 
 def test_bigquery_query_input_parses():
-  spec = spec_lib.parse_spec(_base())
+  spec = loader.parse_spec(_base())
   table = spec.main_table
   assert table.format == "bigquery" and table.is_bigquery
   assert table.query == "SELECT * FROM `my-project.ml.ratings`"
@@ -94,7 +95,7 @@ def test_bigquery_legacy_query_and_multiline_yaml_query(tmp_path):
   _ratings(raw)["use_standard_sql"] = False
   path = tmp_path / "spec.yaml"
   path.write_text(yaml.safe_dump(raw))
-  table = spec_lib.load_spec(str(path)).main_table
+  table = loader.load_spec(str(path)).main_table
   assert table.query == ("SELECT user_id, item_id, rating, ts, genres\n"
                          "FROM [my-project:ml.ratings]")
   assert table.use_standard_sql is False
@@ -112,7 +113,7 @@ def test_bigquery_table_references(reference, project):
   raw = _base()
   del _ratings(raw)["query"]
   _ratings(raw)["table"] = reference
-  table = spec_lib.parse_spec(raw).main_table
+  table = loader.parse_spec(raw).main_table
   assert (table.table, table.query) == (reference, None)
   assert table.bigquery_project == project
   # Beam's own parser reads the same project, dataset and table.
@@ -126,13 +127,13 @@ def test_bigquery_table_and_query_expand_variables(monkeypatch):
   monkeypatch.setenv("BQ_DATASET", "from-env.ml")
   raw = _base()
   _ratings(raw)["query"] = "SELECT * FROM `${BQ_DATASET}.ratings`"
-  spec = spec_lib.parse_spec(raw, {"BQ_DATASET": "override.ml"})
+  spec = loader.parse_spec(raw, {"BQ_DATASET": "override.ml"})
   assert spec.main_table.query == "SELECT * FROM `override.ml.ratings`"
   raw["inputs"]["users"] = {"format": "bigquery", "key": "user_id",
                             "table": "${BQ_DATASET}.users",
                             "columns": ["user_id", "age"],
                             "types": {"age": "int"}}
-  spec = spec_lib.parse_spec(raw)
+  spec = loader.parse_spec(raw)
   assert spec.inputs["users"].table == "from-env.ml.users"
   assert spec.inputs["users"].bigquery_project == "from-env"
 
@@ -221,13 +222,13 @@ def test_wrong_bigquery_input_fails_naming_table_and_field(change, message,
   raw = _base()
   change(raw)
   with pytest.raises(spec_lib.SpecError) as error:
-    spec_lib.parse_spec(raw)
+    loader.parse_spec(raw)
   assert str(error.value) == message
 
 
 def test_shipped_bigquery_config_matches_the_file_config():
-  spec = spec_lib.load_spec(BQ_CONFIG, {"BQ_DATASET": "my-project.movielens"})
-  files = spec_lib.load_spec(os.path.join(CONFIGS, "movielens100k.yaml"),
+  spec = loader.load_spec(BQ_CONFIG, {"BQ_DATASET": "my-project.movielens"})
+  files = loader.load_spec(os.path.join(CONFIGS, "movielens100k.yaml"),
                              {"ML100K_DIR": "/data", "ML100K_FOLD": "u1"})
   ratings = spec.main_table
   assert ratings.query == ("SELECT user_id, item_id, rating, `timestamp` "
@@ -251,7 +252,7 @@ def test_shipped_bigquery_config_matches_the_file_config():
   with pytest.raises(spec_lib.SpecError,
                      match=r"input 'ratings': field 'query': environment "
                            r"variable \$\{BQ_DATASET\} is not set"):
-    spec_lib.load_spec(BQ_CONFIG, {})
+    loader.load_spec(BQ_CONFIG, {})
 
 
 # --- before any Beam work -----------------------------------------------------
@@ -261,7 +262,7 @@ def test_check_inputs_skips_bigquery_tables_and_still_checks_files(tmp_path):
   users = tmp_path / "users.csv"
   users.write_text("u1,20\n")
   raw["inputs"]["users"]["path"] = str(users)
-  spec = spec_lib.parse_spec(raw)
+  spec = loader.parse_spec(raw)
   assert sources.check_inputs(spec) == {
       "ratings": {"paths": [], "header": None},
       "users": {"paths": [str(users)], "header": None}}
@@ -280,7 +281,7 @@ def _options(*args):
 
 
 def test_bigquery_reads_need_a_gcs_temp_location_and_a_project():
-  spec = spec_lib.parse_spec(_base())
+  spec = loader.parse_spec(_base())
   with pytest.raises(sources.InputError) as error:
     sources.check_bigquery_options(spec, _options("--project", "p"))
   assert str(error.value) == (
@@ -303,19 +304,19 @@ def test_bigquery_reads_need_a_gcs_temp_location_and_a_project():
   del _ratings(raw)["query"]
   _ratings(raw)["table"] = "ml.ratings"
   with pytest.raises(sources.InputError) as error:
-    sources.check_bigquery_options(spec_lib.parse_spec(raw),
+    sources.check_bigquery_options(loader.parse_spec(raw),
                                    _options("--temp_location", "gs://b/t"))
   assert str(error.value) == (
       "input 'ratings': a BigQuery table without a project runs its jobs in "
       "--project; give --project PROJECT")
   _ratings(raw)["table"] = "my-project:ml.ratings"
-  sources.check_bigquery_options(spec_lib.parse_spec(raw),
+  sources.check_bigquery_options(loader.parse_spec(raw),
                                  _options("--temp_location", "gs://b/t"))
   # File inputs need neither.
   raw = _base()
   _ratings(raw).pop("query")
   _ratings(raw).update(format="csv", path="r.csv")
-  sources.check_bigquery_options(spec_lib.parse_spec(raw), _options())
+  sources.check_bigquery_options(loader.parse_spec(raw), _options())
 
 
 def _display_data(transform):
@@ -347,7 +348,7 @@ def test_reader_uses_beams_bigquery_export_read(source, expected):
   raw = _base()
   del _ratings(raw)["query"]
   _ratings(raw).update(source)
-  table = spec_lib.parse_spec(raw).main_table
+  table = loader.parse_spec(raw).main_table
   # Only the graph is built: nothing runs, so nothing reaches BigQuery.
   pipeline = beam.Pipeline(options=_options(
       "--project", "my-project", "--temp_location", "gs://b/tmp"))
@@ -416,7 +417,7 @@ def _ratings_rules():
   raw = _base()
   del raw["inputs"]["users"], raw["joins"]
   raw["features"] = [f for f in raw["features"] if f["name"] != "age"]
-  return preprocess.plan_inputs(spec_lib.parse_spec(raw))["ratings"]
+  return preprocess.plan_inputs(loader.parse_spec(raw))["ratings"]
 
 
 def _raw_json(row):
@@ -602,8 +603,8 @@ def test_dataflow_job_with_bigquery_fails_fast_without_project(tmp_path):
 
 
 def test_retrain_refuses_a_bigquery_spec_with_the_reason():
-  from deploy import retrain
-  spec = spec_lib.load_spec(BQ_CONFIG, {"BQ_DATASET": "my-project.movielens"})
+  from workflows import retrain
+  spec = loader.load_spec(BQ_CONFIG, {"BQ_DATASET": "my-project.movielens"})
   with pytest.raises(retrain.RetrainError) as error:
     retrain.holdout_rows(spec, max_rows=10)
   assert str(error.value) == (

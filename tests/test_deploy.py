@@ -25,6 +25,8 @@ import sys
 import pytest
 import yaml
 
+from transforms import loader
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(REPO, "deploy")
 ML100K_DIR = os.environ.get(
@@ -237,7 +239,7 @@ def test_readme_beam_commands_validate_offline():
       # Paths the workers read must be on Cloud Storage; other values (a
       # BigQuery dataset) are not paths.
       assert all(v.startswith("gs://") for _, v in env if "/" in v), command
-      spec = spec_lib.load_spec(os.path.join(REPO, known.spec), dict(env))
+      spec = loader.load_spec(os.path.join(REPO, known.spec), dict(env))
       sources.check_bigquery_options(spec, options)
   assert runners_seen == {"DataflowRunner", "FlinkRunner"}
 
@@ -490,7 +492,7 @@ def test_every_schedule_runs_the_same_retrain_command():
   assert reference[:2] == ["embeddings", "retrain"]
   for name, command in commands.items():
     assert command == reference, name
-  from deploy import retrain
+  from workflows import retrain
   options = retrain.options_from_args(reference[2:] + ["--window",
                                                        "2024-01-07"])
   assert options.data_pattern.count("{date}") == 1

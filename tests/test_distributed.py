@@ -38,6 +38,7 @@ from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import distribute
 from trainer import task
+from transforms import loader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(REPO, "configs", "movielens100k.yaml")
@@ -241,12 +242,12 @@ _PS_SCRIPT = textwrap.dedent("""
     import numpy as np
     import ps_cluster
     from trainer import config as config_lib, task
-    from transforms import spec as spec_lib
+    from transforms import loader
 
     spec_path, ml100k_dir, preprocessed, model_dir, out = sys.argv[1:6]
     cluster = ps_cluster.start(num_workers=2, num_ps=2)
     env = (("ML100K_DIR", ml100k_dir),)
-    spec = spec_lib.load_spec(spec_path, dict(env))
+    spec = loader.load_spec(spec_path, dict(env))
     config = config_lib.build_config(
         spec, {"model_type": "mf", "batch_size": 64, "epochs": 2,
                "steps_per_epoch": 5, "shuffle": False,
@@ -341,13 +342,13 @@ _SHARED_INPUT_SCRIPT = textwrap.dedent("""
     import ps_cluster
     from trainer import config as config_lib, data as data_lib, distribute
     from trainer import task
-    from transforms import spec as spec_lib
+    from transforms import loader
 
     spec_path, ml100k_dir, preprocessed, expected, out = sys.argv[1:6]
     expected = int(expected)
     cluster = ps_cluster.start(num_workers=2, num_ps=1)
     env = (("ML100K_DIR", ml100k_dir),)
-    spec = spec_lib.load_spec(spec_path, dict(env))
+    spec = loader.load_spec(spec_path, dict(env))
     config = config_lib.build_config(
         spec, {"batch_size": 2000, "shuffle": True, "shuffle_buffer": 5000,
                "seed": 7},

@@ -6,12 +6,15 @@ import os
 
 import pytest
 
+from core import layout
+from transforms import dims
 from transforms import feature_info
+from transforms import loader
 from transforms import spec as spec_lib
 
 
 def _spec():
-  return spec_lib.parse_spec({
+  return loader.parse_spec({
       "name": "info",
       "inputs": {"rows": {
           "format": "csv", "path": "unused.csv",
@@ -84,16 +87,16 @@ def test_auto_dims_follow_the_fourth_root_rule(infos):
 
 def test_auto_embedding_dim_values():
   # The "about 25" for 500,000 rows is round(26.59) = 27.
-  assert spec_lib.auto_embedding_dim(500_000) == 27
-  assert spec_lib.auto_embedding_dim(1_683) == 6
-  assert spec_lib.auto_embedding_dim(10_000) == 10
-  assert spec_lib.auto_embedding_dim(1) == 1
-  assert spec_lib.auto_embedding_dim(0) == 1
+  assert dims.auto_embedding_dim(500_000) == 27
+  assert dims.auto_embedding_dim(1_683) == 6
+  assert dims.auto_embedding_dim(10_000) == 10
+  assert dims.auto_embedding_dim(1) == 1
+  assert dims.auto_embedding_dim(0) == 1
 
 
 @pytest.mark.parametrize("dim", [1, 2, 3, 5, 6, 10, 27, 64, 100])
 def test_dim_range_spans_about_0_6x_to_1_4x(dim):
-  low, high = spec_lib.embedding_dim_range(dim)
+  low, high = dims.embedding_dim_range(dim)
   assert 1 <= low <= dim <= high
   if dim >= 10:
     assert 0.5 <= low / dim <= 0.6
@@ -101,15 +104,15 @@ def test_dim_range_spans_about_0_6x_to_1_4x(dim):
 
 
 def test_dim_range_exact_values():
-  assert spec_lib.embedding_dim_range(27) == (16, 38)
-  assert spec_lib.embedding_dim_range(10) == (6, 14)
-  assert spec_lib.embedding_dim_range(1) == (1, 2)
+  assert dims.embedding_dim_range(27) == (16, 38)
+  assert dims.embedding_dim_range(10) == (6, 14)
+  assert dims.embedding_dim_range(1) == (1, 2)
 
 
 def test_dim_range_is_around_the_rule_even_with_an_explicit_dim(infos):
   assert infos["item"].embedding_dim == 32
-  assert infos["item"].dim_range == spec_lib.embedding_dim_range(
-      spec_lib.auto_embedding_dim(1692))
+  assert infos["item"].dim_range == dims.embedding_dim_range(
+      dims.auto_embedding_dim(1692))
   assert infos["item_hash"].dim_range == (16, 38)
   assert infos["price"].dim_range == (0, 0)
 
@@ -133,7 +136,7 @@ def test_missing_vocabulary_size_is_a_clear_error():
 
 def test_write_read_round_trip(infos, tmp_path):
   path = feature_info.write_feature_info(str(tmp_path), infos)
-  assert path == os.path.join(str(tmp_path), feature_info.FEATURE_INFO_FILE)
+  assert path == layout.PreprocessedLayout(str(tmp_path)).feature_info
   with open(path) as handle:
     payload = json.load(handle)
   assert payload["item_hash"]["dim_range"] == [16, 38]
@@ -155,9 +158,9 @@ def test_read_on_a_missing_dir_names_the_path(tmp_path):
 
 
 def test_read_rejects_a_foreign_file(tmp_path):
-  (tmp_path / feature_info.FEATURE_INFO_FILE).write_text('{"user": {"x": 1}}')
+  (tmp_path / "feature_info.json").write_text('{"user": {"x": 1}}')
   with pytest.raises(ValueError, match="not a valid feature info file"):
     feature_info.read_feature_info(str(tmp_path))
-  (tmp_path / feature_info.FEATURE_INFO_FILE).write_text("{not json")
+  (tmp_path / "feature_info.json").write_text("{not json")
   with pytest.raises(ValueError, match="not a valid feature info file"):
     feature_info.read_feature_info(str(tmp_path))

@@ -5,10 +5,12 @@ import os
 import numpy as np
 import pytest
 
+from core import artifacts
 from retrieval import catalog
 from retrieval import clustering
 from retrieval import index
 from retrieval import neighbors
+from trainer import export
 
 
 def _brute_force(queries, items, k, bias=None, exclude=None):
@@ -147,7 +149,6 @@ U_ITEM_LINES = [
 @pytest.fixture(scope="module")
 def movie_export(tmp_path_factory):
   """A small exported movie table whose neighbours are known."""
-  from trainer import artifacts
   root = tmp_path_factory.mktemp("neighbors_export")
   tokens = ["1", "2", "3", "4", "[OOV_0]"]
   vectors = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0.8, 0.3, 0],
@@ -203,7 +204,7 @@ def test_neighbors_cli_prints_titles_and_skips_oov(movie_export, capsys):
 
 def test_neighbors_of_table_rows_exact_and_approximate_agree(movie_export):
   export, _ = movie_export
-  table = catalog.load(export, "movie")
+  table = artifacts.load(export, "movie")
   exact = neighbors.neighbors(table, [0, 2], 2, approximate=False)
   assert [[row for row, _ in found] for found in exact] == [[1, 3], [3, 1]]
   approximate = neighbors.neighbors(table, [0, 2], 2, approximate=True)
@@ -215,19 +216,18 @@ def test_movielens_toy_story_neighbours_print_titles(trained_ml100k,
                                                      ml100k_dir, tmp_path,
                                                      capsys):
   """The issue's example on the session's trained MovieLens model."""
-  from trainer import artifacts
-  export = str(tmp_path / "embeddings")
-  assert artifacts.run(["--model_dir", trained_ml100k.config.model_dir,
-                        "--output", export, "--tables", "movie"]) == 0
+  exported = str(tmp_path / "embeddings")
+  assert export.run(["--model_dir", trained_ml100k.config.model_dir,
+                        "--output", exported, "--tables", "movie"]) == 0
   capsys.readouterr()
   u_item = os.path.join(ml100k_dir, "u.item")
-  assert neighbors.run(["--embeddings", export, "--table", "movie", "--item",
+  assert neighbors.run(["--embeddings", exported, "--table", "movie", "--item",
                         "Toy Story (1995)", "-k", "10", "--names",
                         u_item]) == 0
   lines = capsys.readouterr().out.strip().splitlines()
   assert lines[0].startswith("nearest neighbours of 1 (Toy Story (1995))")
   titles = catalog.titles(catalog.read_attributes(u_item))
-  table = catalog.load(export, "movie")
+  table = artifacts.load(exported, "movie")
   assert len(lines) == 11
   similarities = []
   for line in lines[1:]:

@@ -31,13 +31,15 @@ import yaml
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import outputs
+from core import layout
+from core import outputs
 from pipelines import preprocess
 from pipelines import rows as rows_lib
 from pipelines import sinks
 from pipelines import sources
 from pipelines import split as split_lib
 from transforms import feature_info as feature_info_lib
+from transforms import loader
 from transforms import spec as spec_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,7 +139,7 @@ def _write_tiny(folder) -> str:
 
 
 def _tiny_spec(folder, **changes) -> spec_lib.FeatureSpec:
-  spec = spec_lib.load_spec(os.path.join(folder, "spec.yaml"),
+  spec = loader.load_spec(os.path.join(folder, "spec.yaml"),
                             {"DATA_DIR": str(folder)})
   return dataclasses.replace(spec, **changes) if changes else spec
 
@@ -346,7 +348,7 @@ def test_parquet_main_and_tfrecord_side_tables(tiny_dir, tmp_path):
   raw["inputs"]["users"].update(format="tfrecord",
                                 path=str(tmp_path / "users.tfrecord"))
   del raw["inputs"]["users"]["header"]
-  spec = spec_lib.parse_spec(raw, {"DATA_DIR": tiny_dir})
+  spec = loader.parse_spec(raw, {"DATA_DIR": tiny_dir})
   rules = preprocess.plan_inputs(spec)
   with test_pipeline.TestPipeline() as pipeline:
     joined = preprocess.read_and_join(pipeline, spec, rules)
@@ -445,7 +447,7 @@ def test_killed_run_leaves_no_accepted_output(tiny_dir, tmp_path):
   output = tmp_path / "out"
   output.mkdir()
   (output / "previous.txt").write_text("a finished earlier run")
-  (output / outputs.SUCCESS_FILE).write_text("{}")
+  (output / layout.SUCCESS_FILE).write_text("{}")
   process = subprocess.Popen(
       [sys.executable, "-m", "pipelines.preprocess",
        "--spec", os.path.join(tiny_dir, "spec.yaml"),
@@ -469,11 +471,11 @@ def test_killed_run_leaves_no_accepted_output(tiny_dir, tmp_path):
       process.kill()
   assert process.returncode == -signal.SIGKILL
   # The earlier output is untouched and the partial one is not accepted.
-  assert sorted(os.listdir(output)) == [outputs.SUCCESS_FILE, "previous.txt"]
+  assert sorted(os.listdir(output)) == [layout.SUCCESS_FILE, "previous.txt"]
   assert outputs.require_finished_output(str(output)) == str(output)
   with pytest.raises(outputs.UnfinishedOutputError, match="_SUCCESS"):
     outputs.require_finished_output(staging[0])
-  assert not glob.glob(os.path.join(staging[0], "**", outputs.SUCCESS_FILE),
+  assert not glob.glob(os.path.join(staging[0], "**", layout.SUCCESS_FILE),
                        recursive=True)
 
 

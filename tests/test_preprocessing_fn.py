@@ -29,8 +29,10 @@ from tensorflow_transform.beam import tft_unit
 from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import schema_utils
 
+from transforms import loader
 from transforms import preprocessing
 from transforms import spec as spec_lib
+from transforms.kinds import cross as cross_kind
 
 # A passthrough column that lets the tests put the Beam outputs back in
 # input order.
@@ -39,7 +41,7 @@ _TF_TYPES = {"string": tf.string, "int": tf.int64, "float": tf.float32}
 
 
 def _spec(columns, types, features, label="rating", task="regression"):
-  return spec_lib.parse_spec({
+  return loader.parse_spec({
       "name": "test",
       "inputs": {"rows": {"format": "csv", "path": "unused.csv",
                           "columns": list(columns) + [ROW_ID],
@@ -345,9 +347,9 @@ def test_cross_helpers_keep_member_order_and_zero_values():
   # (a "zero" that tf.sparse.from_dense would drop) stays in.
   ids = tf.constant([[0], [1]], tf.int64)
   tokens = tf.ragged.constant([["Action", "Comedy"], []]).to_sparse()
-  assert preprocessing.crossed_strings([ids, tokens]).values.numpy().tolist(
+  assert cross_kind.crossed_strings([ids, tokens]).values.numpy().tolist(
       ) == [b"0_X_Action", b"0_X_Comedy"]
-  assert preprocessing.hashed_cross([ids, tokens], 100).values.numpy(
+  assert cross_kind.hashed_cross([ids, tokens], 100).values.numpy(
       ).tolist() == [_hash_cross([0], ["Action"], num_bins=100)[0],
                      _hash_cross([0], ["Comedy"], num_bins=100)[0]]
 
@@ -374,16 +376,17 @@ def test_single_valued_vocabulary_cross_is_dense(categorical):
 
 def test_label_passes_through_as_float32(categorical):
   feature_spec = categorical.output.transformed_feature_spec()
-  assert feature_spec[preprocessing.LABEL_KEY] == tf.io.FixedLenFeature(
+  assert feature_spec[spec_lib.LABEL_KEY] == tf.io.FixedLenFeature(
       [], tf.float32)
-  assert categorical.train(preprocessing.LABEL_KEY).tolist() == [
+  assert categorical.train(spec_lib.LABEL_KEY).tolist() == [
       row["rating"] for row in CATEGORICAL_TRAIN]
 
 
 def test_learned_vocabulary_sizes_read_from_the_transform_output(categorical):
-  from transforms import feature_info
-  assert feature_info.learned_vocabulary_sizes(
-      categorical.spec, categorical.out_dir) == {
+  output = tft.TFTransformOutput(categorical.out_dir)
+  assert {feature.name: output.vocabulary_size_by_name(feature.name)
+          for feature in categorical.spec.features
+          if feature.has_learned_vocabulary} == {
           "user": 5, "user_top3": 3, "user_min2": 4, "user_oov3": 5,
           "occupation": 3, "gender": 2, "genres": 3, "genre_flags": 3,
           "occupation_x_genres_vocab": 4, "gender_x_occupation_vocab": 2}
@@ -563,8 +566,8 @@ def test_hashed_crosses_equal_keras_hashed_crossing(numeric, split):
 
 def test_int_label_becomes_float32(numeric):
   assert numeric.output.transformed_feature_spec()[
-      preprocessing.LABEL_KEY] == tf.io.FixedLenFeature([], tf.float32)
-  labels = numeric.train(preprocessing.LABEL_KEY)
+      spec_lib.LABEL_KEY] == tf.io.FixedLenFeature([], tf.float32)
+  labels = numeric.train(spec_lib.LABEL_KEY)
   assert labels.dtype == np.float32
   assert labels.tolist() == [float(i % 2) for i in range(1, 101)]
 

@@ -13,6 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from core import artifacts
 from retrieval import projector
 
 TOKENS = ["m1", "m2", "m3", "m4", "m5", "m6"]
@@ -30,7 +31,6 @@ TENSORBOARD_START_SECONDS = 240
 def exported(tmp_path_factory):
   """An artifact exported through `embeddings projector` twice: ckpt, TSV."""
   import tensorflow as tf
-  from trainer import artifacts
   root = tmp_path_factory.mktemp("projector")
   rng = np.random.default_rng(5)
   vectors = rng.standard_normal((len(TOKENS) + 1, 4)).astype(np.float32)

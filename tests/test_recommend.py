@@ -11,7 +11,9 @@ from apache_beam.testing.util import BeamAssertException
 import numpy as np
 import pytest
 
-from pipelines import recommend as batch
+from core import artifacts
+from core import layout
+from workflows import recommend_batch as batch
 from retrieval import catalog
 from retrieval import recommend
 
@@ -25,7 +27,6 @@ def export(tmp_path_factory):
   The OOV item row is huge so that any scorer that does not drop OOV rows
   recommends it to everyone.
   """
-  from trainer import artifacts
   root = tmp_path_factory.mktemp("recommend")
   rng = np.random.default_rng(11)
   users = [f"u{i}" for i in range(NUM_USERS)] + ["[OOV_0]"]
@@ -41,9 +42,9 @@ def export(tmp_path_factory):
       str(out / "user"))
   artifacts.EmbeddingTable("movie", item_vectors, items, meta_i).save(
       str(out / "movie"))
-  artifacts.EmbeddingTable(artifacts.bias_table_name("movie"), bias, items,
+  artifacts.EmbeddingTable(layout.bias_table_name("movie"), bias, items,
                            meta_i).save(
-                               str(out / artifacts.bias_table_name("movie")))
+                               str(out / layout.bias_table_name("movie")))
   seen = {}
   lines = ["user_id,item_id,rating,timestamp"]
   for user in range(NUM_USERS):
@@ -100,9 +101,9 @@ def test_read_seen_header_and_movielens(export, tmp_path):
 
 
 def test_recommend_for_excludes_seen_and_oov(export):
-  users = catalog.load(export["dir"], "user")
-  items = catalog.load(export["dir"], "movie")
-  bias = catalog.find_bias(export["dir"], items)
+  users = artifacts.load(export["dir"], "user")
+  items = artifacts.load(export["dir"], "movie")
+  bias = artifacts.find_bias(export["dir"], items)
   np.testing.assert_array_equal(bias[:NUM_ITEMS], export["bias"])
   names = [f"u{i}" for i in range(NUM_USERS)]
   got = recommend.recommend_for(names, users, items, K, seen=export["seen"],

@@ -1,4 +1,4 @@
-"""`embeddings retrain` / `embeddings rollback` (deploy/retrain.py).
+"""`embeddings retrain` / `embeddings rollback` (workflows/retrain.py).
 
 The end-to-end test runs real windows of generated data through
 preprocessing, warm start, training (1 epoch), the gate and the drift
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import embeddings_cli
-from deploy import retrain
+from core import artifacts
+from workflows import retrain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(REPO, "configs", "synthetic.yaml")
@@ -42,7 +43,6 @@ def test_gate(metric, candidate, current, tolerance, promote):
 
 
 def _table(name, tokens, vectors):
-  from trainer import artifacts
   return artifacts.EmbeddingTable(name=name, vectors=np.array(vectors),
                                   tokens=list(tokens), metadata={})
 

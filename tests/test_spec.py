@@ -10,6 +10,7 @@ import os
 import pytest
 import yaml
 
+from transforms import loader
 from transforms import spec as spec_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,7 +70,7 @@ def _feature(raw, name):
 
 
 def test_base_spec_parses_into_typed_records():
-  spec = spec_lib.parse_spec(_base())
+  spec = loader.parse_spec(_base())
   assert spec.main_table.path == "data/ratings.csv"
   assert spec.main_table.header is True
   assert spec.inputs["users"].key == "user_id"
@@ -90,7 +91,7 @@ def test_base_spec_parses_into_typed_records():
 
 
 def test_static_sizes_per_kind():
-  spec = spec_lib.parse_spec(_base())
+  spec = loader.parse_spec(_base())
   sizes = {f.name: f.static_size() for f in spec.features}
   assert sizes == {"user": None, "item": 1000, "age_bucket": 4,
                    "age_id": 121, "score": None, "genres": None,
@@ -99,19 +100,19 @@ def test_static_sizes_per_kind():
 
 
 def test_multivalence_follows_tokens_through_crosses():
-  spec = spec_lib.parse_spec(_base())
+  spec = loader.parse_spec(_base())
   multivalent = {f.name for f in spec.features if spec.is_multivalent(f.name)}
   assert multivalent == {"genres", "flags", "age_x_genres", "nested"}
 
 
 def test_learned_vocabularies_are_named_after_the_feature():
-  spec = spec_lib.parse_spec(_base())
+  spec = loader.parse_spec(_base())
   assert [f.name for f in spec.features if f.has_learned_vocabulary] == [
       "user", "genres", "flags", "age_x_genres"]
 
 
 def test_raw_column_types_resolve_across_joined_tables():
-  spec = spec_lib.parse_spec(_base())
+  spec = loader.parse_spec(_base())
   assert spec.raw_column_types() == {
       "rating": "float", "user_id": "string", "item_id": "string",
       "age": "int", "score": "float", "genres": "string", "g_a": "int",
@@ -122,16 +123,16 @@ def test_environment_variables_expand_with_overrides_first(monkeypatch):
   raw = _base()
   raw["inputs"]["ratings"]["path"] = "${RATINGS_DIR}/r.csv"
   monkeypatch.setenv("RATINGS_DIR", "/from/env")
-  assert spec_lib.parse_spec(raw).main_table.path == "/from/env/r.csv"
-  assert spec_lib.parse_spec(raw, {"RATINGS_DIR": "/override"}).main_table \
+  assert loader.parse_spec(raw).main_table.path == "/from/env/r.csv"
+  assert loader.parse_spec(raw, {"RATINGS_DIR": "/override"}).main_table \
       .path == "/override/r.csv"
 
 
 def test_shipped_synthetic_config_loads(monkeypatch):
   monkeypatch.delenv("DATA_DIR", raising=False)
-  spec = spec_lib.load_spec(os.path.join(CONFIGS, "synthetic.yaml"))
+  spec = loader.load_spec(os.path.join(CONFIGS, "synthetic.yaml"))
   assert spec.main_table.path == "data/synthetic/ratings.csv"
-  spec = spec_lib.load_spec(os.path.join(CONFIGS, "synthetic.yaml"),
+  spec = loader.load_spec(os.path.join(CONFIGS, "synthetic.yaml"),
                             {"DATA_DIR": "/tmp/gen"})
   assert spec.main_table.path == "/tmp/gen/ratings.csv"
   assert spec.inputs["items"].path == "/tmp/gen/items.csv"
@@ -146,7 +147,7 @@ def test_shipped_synthetic_config_loads(monkeypatch):
 
 
 def test_shipped_movielens_config_loads():
-  spec = spec_lib.load_spec(os.path.join(CONFIGS, "movielens100k.yaml"),
+  spec = loader.load_spec(os.path.join(CONFIGS, "movielens100k.yaml"),
                             {"ML100K_DIR": "/data/ml", "ML100K_FOLD": "u3"})
   assert spec.main_table.path == "/data/ml/u3.base"
   assert spec.main_table.eval_path == "/data/ml/u3.test"
@@ -165,7 +166,7 @@ def test_shipped_movielens_config_loads():
 def test_movielens_config_defaults_to_the_shared_data_folder(monkeypatch):
   monkeypatch.delenv("ML100K_DIR", raising=False)
   monkeypatch.delenv("ML100K_FOLD", raising=False)
-  spec = spec_lib.load_spec(os.path.join(CONFIGS, "movielens100k.yaml"))
+  spec = loader.load_spec(os.path.join(CONFIGS, "movielens100k.yaml"))
   assert spec.main_table.path == "../shared/data/ml-100k/u1.base"
 
 
@@ -351,7 +352,7 @@ def test_wrong_spec_fails_naming_feature_and_field(change, fragments,
   monkeypatch.delenv("SPEC_TEST_UNSET", raising=False)
   raw = _mutate(change)
   with pytest.raises(spec_lib.SpecError) as error:
-    spec_lib.parse_spec(raw)
+    loader.parse_spec(raw)
   message = str(error.value)
   for fragment in fragments:
     assert fragment in message, (fragment, message)
@@ -360,20 +361,20 @@ def test_wrong_spec_fails_naming_feature_and_field(change, fragments,
 def test_error_cases_all_start_from_a_valid_spec():
   # Guards the table above: the base is valid, so each error comes from the
   # one change that case makes.
-  spec_lib.parse_spec(copy.deepcopy(_base()))
+  loader.parse_spec(copy.deepcopy(_base()))
 
 
 def test_load_spec_reports_a_missing_file(tmp_path):
   path = str(tmp_path / "none.yaml")
   with pytest.raises(spec_lib.SpecError, match="does not exist"):
-    spec_lib.load_spec(path)
+    loader.load_spec(path)
 
 
 def test_load_spec_reports_invalid_yaml(tmp_path):
   path = tmp_path / "bad.yaml"
   path.write_text("features: [unclosed\n")
   with pytest.raises(spec_lib.SpecError, match="not valid YAML"):
-    spec_lib.load_spec(str(path))
+    loader.load_spec(str(path))
 
 
 def test_load_spec_validates_what_it_reads(tmp_path):
@@ -383,10 +384,10 @@ def test_load_spec_validates_what_it_reads(tmp_path):
   path.write_text(yaml.safe_dump(raw))
   with pytest.raises(spec_lib.SpecError,
                      match="feature 'item': field 'hash_bucket_size'"):
-    spec_lib.load_spec(str(path))
+    loader.load_spec(str(path))
   _feature(raw, "item")["hash_bucket_size"] = 64
   path.write_text(yaml.safe_dump(raw))
-  assert spec_lib.load_spec(str(path)).feature("item").static_size() == 64
+  assert loader.load_spec(str(path)).feature("item").static_size() == 64
 
 
 def test_env_flags_parse_in_order_and_reject_malformed_entries():

@@ -60,11 +60,11 @@ _COMMON = """
 import json, sys
 import tensorflow as tf
 from trainer import config as config_lib, task
-from transforms import spec as spec_lib
+from transforms import loader
 
 def train(strategy, resolver=None, **flags):
   env = {{"ML100K_DIR": {ml100k_dir!r}}}
-  spec = spec_lib.load_spec("configs/movielens100k.yaml", env)
+  spec = loader.load_spec("configs/movielens100k.yaml", env)
   config = config_lib.build_config(
       spec, dict(epochs=2, steps_per_epoch=15, batch_size=128, shuffle=False,
                  strategy=strategy, verbose=0, **flags),

@@ -15,8 +15,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from core import outputs
 from trainer import data as data_lib
-from trainer import evaluate
+from trainer import metrics as metrics_lib
+from workflows import folds
 from trainer import layers
 from trainer import serving
 from trainer import task
@@ -148,7 +150,7 @@ def test_evaluate_command_matches_the_training_report(trained_ml100k,
                                                       ml100k_preprocessed,
                                                       tmp_path, capsys):
   output = tmp_path / "metrics.json"
-  assert evaluate.run(["--model_dir", trained_ml100k.report["model_dir"],
+  assert folds.run(["--model_dir", trained_ml100k.report["model_dir"],
                        "--preprocessed", ml100k_preprocessed,
                        "--output", str(output)]) == 0
   metrics = json.loads(output.read_text())["metrics"]
@@ -195,7 +197,7 @@ def test_unfinished_or_missing_preprocessing_output_is_refused(
   for name in ("feature_info.json",):
     (unfinished / name).write_bytes(
         open(os.path.join(ml100k_preprocessed, name), "rb").read())
-  with pytest.raises(data_lib.UnfinishedOutputError, match="_SUCCESS"):
+  with pytest.raises(outputs.UnfinishedOutputError, match="_SUCCESS"):
     _short_run(str(unfinished), ml100k_dir, tmp_path / "m")
   flags = ["--spec", "configs/movielens100k.yaml", "--model_dir",
            str(tmp_path / "m"), "--env", f"ML100K_DIR={ml100k_dir}"]
@@ -232,7 +234,7 @@ def test_fold_protocol_trains_and_scores_each_fold(ml100k_preprocessed,
   # u1 is already preprocessed by the session fixture (same spec and env):
   # a finished fold directory is reused instead of preprocessed again.
   os.symlink(ml100k_preprocessed, work / "u1" / "preprocessed")
-  assert evaluate.run([
+  assert folds.run([
       "--ml100k_folds", ml100k_dir, "--folds", "u1",
       "--spec", "configs/movielens100k.yaml", "--work_dir", str(work),
       "--output", str(tmp_path / "folds.json"),
@@ -248,13 +250,13 @@ def test_fold_protocol_trains_and_scores_each_fold(ml100k_preprocessed,
 
 
 def test_fold_summary_is_mean_and_population_std():
-  summary = evaluate.summarize_folds({
+  summary = folds.summarize_folds({
       "u1": {"rmse": 0.90, "mae": 0.70, "examples": 10},
       "u2": {"rmse": 0.94, "mae": 0.74, "examples": 10}})
   assert summary["rmse"]["mean"] == pytest.approx(0.92)
   assert summary["rmse"]["std"] == pytest.approx(0.02)
   assert "examples" not in summary
-  text = evaluate.format_fold_table(
+  text = folds.format_fold_table(
       {"u1": {"rmse": 0.9, "mae": 0.7}, "u2": {"rmse": 0.94, "mae": 0.74}},
       ["rmse", "mae"])
   assert text.splitlines()[-1].split()[:4] == ["mean", "0.9200", "+-",
@@ -262,12 +264,12 @@ def test_fold_summary_is_mean_and_population_std():
 
 
 def test_metrics_from_predictions_exact_values():
-  metrics = evaluate.metrics_from_predictions(
+  metrics = metrics_lib.metrics_from_predictions(
       np.array([1.0, 3.0, 5.0]), np.array([2.0, 3.0, 3.0]), "regression")
   assert metrics["mse"] == pytest.approx(5 / 3)
   assert metrics["rmse"] == pytest.approx(np.sqrt(5 / 3))
   assert metrics["mae"] == pytest.approx(1.0)
-  binary = evaluate.metrics_from_predictions(
+  binary = metrics_lib.metrics_from_predictions(
       np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]), "binary")
   assert binary["auc"] == pytest.approx(0.75)
   assert binary["log_loss"] == pytest.approx(

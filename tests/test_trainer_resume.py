@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import task
+from transforms import loader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,12 +103,12 @@ _PS_SCRIPT = textwrap.dedent("""
     import sys
     import ps_cluster
     from trainer import config as config_lib, task
-    from transforms import spec as spec_lib
+    from transforms import loader
 
     spec_path, ml100k_dir, preprocessed, model_dir = sys.argv[1:5]
     cluster = ps_cluster.start(num_workers=2, num_ps=1)
     env = (("ML100K_DIR", ml100k_dir),)
-    spec = spec_lib.load_spec(spec_path, dict(env))
+    spec = loader.load_spec(spec_path, dict(env))
     config = config_lib.build_config(
         spec, {"model_type": "mf", "batch_size": 64, "epochs": 2,
                "steps_per_epoch": 100, "checkpoint_every": 30,

@@ -15,6 +15,7 @@ from trainer import layers
 from trainer import models
 from trainer import optimizers
 from transforms import feature_info as feature_info_lib
+from transforms import loader
 from transforms import spec as spec_lib
 
 NUM_USERS = 12
@@ -23,7 +24,7 @@ NUM_GENRES = 4
 
 
 def _spec(task="regression", model=None):
-  return spec_lib.parse_spec({
+  return loader.parse_spec({
       "name": "tiny",
       "inputs": {"ratings": {
           "format": "csv", "path": "unused.csv", "eval_path": "unused.csv",

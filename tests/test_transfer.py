@@ -16,14 +16,18 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from core import artifacts
+from core import layout
 from pipelines import generate
 from pipelines import preprocess
-from trainer import artifacts
 from trainer import config as config_lib
+from trainer import export
 from trainer import models
 from trainer import task
 from trainer import transfer
 from trainer import warmstart
+from transforms import feature_info as feature_info_lib
+from transforms import loader
 from transforms import spec as spec_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +52,7 @@ def _spec_with(root, name, changes):
 
 def _config(spec_path, city, preprocessed, model_dir, **flags):
   env = (("DATA_DIR", city),)
-  spec = spec_lib.load_spec(spec_path, dict(env))
+  spec = loader.load_spec(spec_path, dict(env))
   return spec, config_lib.build_config(
       spec, {**TRAIN_FLAGS, **flags}, preprocessed_dir=preprocessed,
       model_dir=model_dir, spec_path=spec_path, spec_env=env)
@@ -76,7 +80,7 @@ def cities(tmp_path_factory):
   _, config_a = _config(SPEC, run.city1, run.pre1, run.model_a)
   run.result_a = task.train(config_a)
   run.export = os.path.join(root, "embeddings_a")
-  assert artifacts.run(["--model_dir", run.model_a, "--output",
+  assert export.run(["--model_dir", run.model_a, "--output",
                         run.export]) == 0
   run.tables_a = artifacts.load_tables(run.export)
 
@@ -102,11 +106,11 @@ def test_export_equals_the_trained_model(cities):
     np.testing.assert_array_equal(cities.tables_a[name].vectors,
                                   _table(model, name))
   movie = cities.tables_a["movie"]
-  vocabulary = artifacts.read_vocabulary(cities.pre1, "movie")
+  vocabulary = feature_info_lib.read_vocabulary(cities.pre1, "movie")
   assert movie.tokens == vocabulary + ["[OOV_0]"]
   assert movie.metadata["vocabulary_size"] == len(vocabulary)
   assert movie.metadata["model_version"].startswith("sha256:")
-  assert movie.metadata["data_version"] == artifacts.data_version(cities.pre1)
+  assert movie.metadata["data_version"] == feature_info_lib.data_version(cities.pre1)
   assert movie.metadata["eval_metrics"]["rmse"] > 0
   bias = cities.tables_a["bias_movie"]
   assert bias.tokens == movie.tokens and bias.metadata["table"] == "bias"
@@ -122,7 +126,7 @@ def test_feature_columns_read_the_exported_movie_table(cities):
   with graph.as_default():
     columns = tf.compat.v1.feature_column
     column = columns.categorical_column_with_vocabulary_file(
-        "movie", os.path.join(directory, artifacts.VOCAB_FILE),
+        "movie", os.path.join(directory, layout.VOCAB_FILE),
         vocabulary_size=movie.metadata["vocabulary_size"],
         num_oov_buckets=movie.metadata["num_oov_buckets"])
     embedded = columns.embedding_column(
@@ -149,8 +153,8 @@ def test_cross_is_loaded_row_for_row_and_stays_frozen(cities):
 
 def test_movie_is_mapped_by_token_and_stays_frozen(cities):
   old = cities.tables_a["movie"]
-  new_tokens = artifacts.read_vocabulary(cities.pre2, "movie") + ["[OOV_0]"]
-  old_rows = old.index()
+  new_tokens = feature_info_lib.read_vocabulary(cities.pre2, "movie") + ["[OOV_0]"]
+  old_rows = old.row_of()
   moved = [t for row, t in enumerate(new_tokens)
            if t in old_rows and old_rows[t] != row]
   assert moved, "the two cities' vocabularies should order movies differently"
@@ -184,7 +188,7 @@ def test_warm_started_rows_frozen_new_rows_trained(cities):
 
 def _transfer_error(cities, name, changes):
   path = _spec_with(cities.root, name, changes)
-  spec = spec_lib.load_spec(path, {"DATA_DIR": cities.city2})
+  spec = loader.load_spec(path, {"DATA_DIR": cities.city2})
   with pytest.raises(transfer.TransferError) as error:
     transfer.pretrained_tables(spec, cities.pre2)
   return str(error.value)

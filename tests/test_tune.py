@@ -1,4 +1,4 @@
-"""`embeddings tune` (trainer/tune.py): search space, seeded study, tuned spec."""
+"""`embeddings tune` (workflows/tune.py): search space, seeded study, tuned spec."""
 
 import dataclasses
 import json
@@ -9,8 +9,10 @@ import pytest
 
 from trainer import config as config_lib
 from trainer import models
-from trainer import tune
+from workflows import tune
+from transforms import dims
 from transforms import feature_info as feature_info_lib
+from transforms import loader
 from transforms import spec as spec_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,7 +24,7 @@ VOCABULARY_SIZES = {"user": 943, "movie": 1650, "gender": 2,
 
 @pytest.fixture(scope="module")
 def spec():
-  return spec_lib.load_spec(SPEC, {"ML100K_DIR": "/data"})
+  return loader.load_spec(SPEC, {"ML100K_DIR": "/data"})
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def test_mf_searches_one_shared_dimension_in_both_ranges(spec, infos):
 def test_dot_product_of_very_different_tables_searches_the_hull(spec, infos):
   infos = dict(infos, movie=dataclasses.replace(
       infos["movie"], size=1_000_000, embedding_dim=32,
-      dim_range=spec_lib.embedding_dim_range(32)))
+      dim_range=dims.embedding_dim_range(32)))
   space = tune.search_space(_config(spec), spec, infos)
   assert infos["movie"].dim_range == (19, 45)
   assert space.dims == {"mf_dim": (3, 45)}
@@ -149,7 +151,7 @@ def test_tiny_study_writes_a_valid_spec_with_dims_in_range(
   assert [row[2] for row in rows] == [f"{t['value']:.4f}" for t in trials]
 
   env = {"ML100K_DIR": ml100k_dir}
-  tuned = spec_lib.load_spec(output, env)
+  tuned = loader.load_spec(output, env)
   with open(output) as handle:
     assert "${ML100K_DIR" in handle.read()  # placeholders kept, not expanded
   infos = feature_info_lib.read_feature_info(ml100k_preprocessed)

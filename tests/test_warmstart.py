@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from trainer import artifacts
+from core import artifacts
 from trainer import config as config_lib
 from trainer import models
 from trainer import optimizers
 from trainer import warmstart
 from transforms import feature_info as feature_info_lib
+from transforms import loader
 from transforms import spec as spec_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,7 +131,7 @@ def test_dimension_and_vocabulary_mismatch_errors_name_both_sides():
 def test_carried_rows_stay_frozen_while_new_rows_train(tmp_path):
   """Row freezing through the trainer's real model, optimizer and fit."""
   spec_path = os.path.join(REPO, "configs", "synthetic.yaml")
-  spec = spec_lib.load_spec(spec_path)
+  spec = loader.load_spec(spec_path)
   infos = feature_info_lib.resolve_feature_info(
       spec, {"user": 5, "movie": 4, "gender": 2, "occupation": 2,
              "genres": 3})

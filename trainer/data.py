@@ -18,12 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-# The check lives with the code that writes _SUCCESS; re-exported here so
-# trainer modules need one import.
-from pipelines.outputs import SUCCESS_FILE  # pylint: disable=unused-import
-from pipelines.outputs import UnfinishedOutputError  # pylint: disable=unused-import
-from pipelines.outputs import require_finished_output  # pylint: disable=unused-import
-from transforms.preprocessing import LABEL_KEY
+from transforms.spec import LABEL_KEY
 
 SHARD_PATTERN = "part-*.tfrecord.gz"
 

@@ -26,6 +26,7 @@ import tf_keras as keras
 from trainer import config as config_lib
 from trainer import layers
 from transforms import feature_info as feature_info_lib
+from transforms import kinds
 from transforms import spec as spec_lib
 
 PREDICTION = "prediction"
@@ -125,7 +126,7 @@ def model_inputs(spec: spec_lib.FeatureSpec,
   inputs = {}
   for name in names:
     info = infos[name]
-    if info.kind == spec_lib.NUMERIC:
+    if info.kind == kinds.NUMERIC:
       inputs[name] = keras.Input(shape=(), dtype=tf.float32, name=name)
     elif info.multivalent:
       inputs[name] = keras.Input(shape=(None,), dtype=tf.int64, sparse=True,
@@ -178,7 +179,7 @@ def build_model(config: config_lib.TrainerConfig,
     raise ValueError(f"pretrained tables for {unknown} match no embedded "
                      f"feature of this model ({names})")
   for name, table in pretrained.items():
-    if infos[name].kind == spec_lib.NUMERIC:
+    if infos[name].kind == kinds.NUMERIC:
       raise ValueError(f"pretrained table for numeric feature {name!r}")
   task = config.resolve_task(spec)
   user, item = config.user_feature, config.item_feature
@@ -212,7 +213,7 @@ def build_model(config: config_lib.TrainerConfig,
     for name in names:
       if name not in tower:
         continue
-      if infos[name].kind == spec_lib.NUMERIC:
+      if infos[name].kind == kinds.NUMERIC:
         parts.append(keras.layers.Reshape((1,))(inputs[name]))
       else:
         parts.append(table(name)(inputs[name]))

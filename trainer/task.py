@@ -31,16 +31,18 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
+from core import outputs
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import distribute
-from trainer import evaluate as evaluate_lib
+from trainer import metrics as metrics_lib
 from trainer import layers
 from trainer import models
 from trainer import optimizers
 from trainer import serving
 from trainer import transfer
 from transforms import feature_info as feature_info_lib
+from transforms import loader
 from transforms import spec as spec_lib
 
 REPORT_FILE = "report.json"
@@ -322,7 +324,7 @@ def _unpartitioned_copy(model: keras.Model,
 
 def load_spec(config: config_lib.TrainerConfig) -> spec_lib.FeatureSpec:
   """Loads the config's spec with its `${VAR}` overrides."""
-  return spec_lib.load_spec(config.spec_path, config.env)
+  return loader.load_spec(config.spec_path, config.env)
 
 
 def train(config: config_lib.TrainerConfig,
@@ -348,7 +350,7 @@ def train(config: config_lib.TrainerConfig,
     config.ConfigError: the config does not fit the spec or data.
   """
   started = time.perf_counter()
-  data_lib.require_finished_output(config.preprocessed_dir)
+  outputs.require_finished_output(config.preprocessed_dir)
   spec = spec or load_spec(config)
   infos = feature_info_lib.read_feature_info(config.preprocessed_dir)
   config.resolve_user_item(spec)
@@ -437,7 +439,7 @@ def train(config: config_lib.TrainerConfig,
     if tf.io.gfile.exists(backup):
       tf.io.gfile.rmtree(backup)
 
-  metrics = evaluate_lib.evaluate_model(
+  metrics = metrics_lib.evaluate_model(
       model, _eval_dataset(config, names, config.eval_split),
       config.resolve_task(spec))
   export_dir = None
@@ -543,7 +545,7 @@ def config_from_args(args: argparse.Namespace) -> config_lib.TrainerConfig:
     The validated config.
   """
   env = spec_lib.parse_env_flags(args.env)
-  spec = spec_lib.load_spec(args.spec, dict(env))
+  spec = loader.load_spec(args.spec, dict(env))
   flags = {k: v for k, v in vars(args).items() if k not in PATH_FLAGS}
   return config_lib.build_config(
       spec, flags, preprocessed_dir=args.preprocessed,

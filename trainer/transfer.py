@@ -31,7 +31,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from trainer import artifacts
+from core import artifacts
+from core import layout
 from trainer import warmstart
 from trainer.layers import PretrainedTable
 from transforms import feature_info as feature_info_lib
@@ -105,14 +106,14 @@ def load_checkpoint_table(feature: str, source: spec_lib.CheckpointSource
                         f"{values.shape}, not a [rows, dimension] table")
   directory = os.path.dirname(prefix)
   metadata: Dict[str, Any] = {}
-  metadata_path = os.path.join(directory, artifacts.METADATA_FILE)
+  metadata_path = layout.TableLayout(directory).metadata
   if tf.io.gfile.exists(metadata_path):
     with tf.io.gfile.GFile(metadata_path) as handle:
       metadata = json.load(handle)
     if metadata.get("tensor_name") != source.tensor:
       # The metadata beside it describes another tensor of the checkpoint.
       metadata = {}
-  vocab_path = os.path.join(directory, artifacts.VOCAB_FILE)
+  vocab_path = layout.TableLayout(directory).vocab
   named = tf.io.gfile.exists(vocab_path)
   if named:
     tokens = artifacts.read_vocab_file(vocab_path)
@@ -135,7 +136,7 @@ def _unnamed_target(info: feature_info_lib.FeatureInfo,
     raise TransferError(
         f"feature {info.name!r}: vocabulary mismatch: {target.origin} has a "
         f"learned vocabulary of {target.size} rows but {origin} has no "
-        f"{artifacts.VOCAB_FILE} beside it, so its rows cannot be matched by "
+        f"{layout.VOCAB_FILE} beside it, so its rows cannot be matched by "
         f"token; export it with `embeddings export`")
   return warmstart.TargetTable(
       name=target.name, tokens=tuple(str(i) for i in range(target.size)),
@@ -186,9 +187,9 @@ def pretrained_tables(spec: spec_lib.FeatureSpec, preprocessed_dir: str,
   for name, source in sources.items():
     info = infos[name]
     target = warmstart.TargetTable(
-        name=name, tokens=tuple(artifacts.table_tokens(preprocessed_dir, info)),
+        name=name, tokens=tuple(feature_info_lib.table_tokens(preprocessed_dir, info)),
         dimension=dict(dimensions or {}).get(name, info.embedding_dim),
-        kind=info.kind, hash=artifacts.hash_parameters(spec, name),
+        kind=info.kind, hash=spec.hash_parameters(name),
         origin=f"the model (spec {spec.name!r}, data {preprocessed_dir})")
     old, origin, named = load_checkpoint_table(name, source)
     if not named:

@@ -31,9 +31,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from trainer import artifacts
+from core import artifacts
+from core import layout
+from trainer import export
 from trainer.layers import PretrainedTable
 from transforms import feature_info as feature_info_lib
+from transforms import kinds
 from transforms import spec as spec_lib
 
 MEAN = "mean"
@@ -42,10 +45,6 @@ NEW_ROW_MODES = (MEAN, INITIALIZER)
 # What a new row gets when new_rows="initializer" and no initializer is
 # named: the default of a Keras Embedding layer.
 DEFAULT_INITIALIZER = "uniform"
-
-# Kinds whose rows are buckets of a hash or of learned quantiles: the row
-# number is the only identity a row has, so reuse needs equal parameters.
-_ROW_BY_NUMBER_KINDS = (spec_lib.HASH, spec_lib.BUCKETIZED)
 
 
 class RemapError(ValueError):
@@ -58,11 +57,11 @@ class TargetTable:
 
   Attributes:
     name: the feature.
-    tokens: its row names (artifacts.row_tokens), one per row.
+    tokens: its row names (FeatureInfo.row_tokens), one per row.
     dimension: the embedding dimension the new model uses, or None to take
       the old table's.
     kind: the spec kind, or None when unknown.
-    hash: artifacts.hash_parameters of the new feature, or None.
+    hash: FeatureSpec.hash_parameters of the new feature, or None.
     origin: where this description came from, for error messages.
   """
   name: str
@@ -165,7 +164,9 @@ def _row_by_number(old: artifacts.EmbeddingTable, target: TargetTable) -> bool:
   old_hash = old.metadata.get("hash")
   hashed = bool(old_hash and "bucket_size" in old_hash) or bool(
       target.hash and "bucket_size" in target.hash)
-  return hashed or kind in _ROW_BY_NUMBER_KINDS
+  # Rows of hash or quantile buckets have no token of their own: the row
+  # number is their only identity.
+  return hashed or (kind in kinds.KINDS and kinds.get(kind).ROWS_BY_NUMBER)
 
 
 def check_compatible(old: artifacts.EmbeddingTable, target: TargetTable,
@@ -229,7 +230,7 @@ def remap_table(old: artifacts.EmbeddingTable, target: TargetTable,
   """
   old_origin = old_origin or f"the old table {old.name!r}"
   check_compatible(old, target, old_origin)
-  old_index = old.index()
+  old_index = old.row_of()
   source_rows = np.array([old_index.get(token, -1) for token in target.tokens],
                          dtype=np.int64)
   carried = source_rows >= 0
@@ -264,9 +265,9 @@ def target_tables(preprocessed_dir: str,
     if not info.size or (features is not None and name not in features):
       continue
     targets[name] = TargetTable(
-        name=name, tokens=tuple(artifacts.table_tokens(preprocessed_dir, info)),
+        name=name, tokens=tuple(feature_info_lib.table_tokens(preprocessed_dir, info)),
         dimension=info.embedding_dim, kind=info.kind,
-        hash=artifacts.hash_parameters(spec, name) if spec else None,
+        hash=spec.hash_parameters(name) if spec else None,
         origin=f"the new data ({preprocessed_dir})")
   return targets
 
@@ -279,8 +280,8 @@ def _old_tables(old: OldTables, old_preprocessed: Optional[str],
                 spec: Optional[spec_lib.FeatureSpec]
                ) -> Tuple[Dict[str, artifacts.EmbeddingTable], str]:
   if isinstance(old, str):
-    if tf.io.gfile.exists(f"{old}/{artifacts.REPORT_FILE}"):
-      return (artifacts.model_dir_tables(old, old_preprocessed,
+    if tf.io.gfile.exists(layout.ModelLayout(old).report):
+      return (export.model_dir_tables(old, old_preprocessed,
                                          with_labels=False),
               f"the old model in {old}")
     return artifacts.load_tables(old), f"the artifacts in {old}"
@@ -292,11 +293,11 @@ def _old_tables(old: OldTables, old_preprocessed: Optional[str],
                      "preprocessing output it trained on, to name its rows")
   infos = feature_info_lib.read_feature_info(old_preprocessed)
   tables = {}
-  for name, values in artifacts.model_feature_tables(old, infos).items():
+  for name, values in export.model_feature_tables(old, infos).items():
     info = infos[name]
-    tokens = artifacts.table_tokens(old_preprocessed, info)
+    tokens = feature_info_lib.table_tokens(old_preprocessed, info)
     metadata = {"name": name, "kind": info.kind,
-                "hash": artifacts.hash_parameters(spec, name) if spec else None}
+                "hash": spec.hash_parameters(name) if spec else None}
     tables[name] = artifacts.EmbeddingTable(name=name, vectors=values,
                                             tokens=tokens, metadata=metadata)
   return tables, f"the old model (trained on {old_preprocessed})"

@@ -43,11 +43,13 @@ import tensorflow as tf
 import tf_keras as keras
 import yaml
 
+from core import outputs
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import models
 from trainer import task
 from transforms import feature_info as feature_info_lib
+from transforms import kinds
 from transforms import spec as spec_lib
 
 REPORT_FILE = "tune_report.json"
@@ -153,7 +155,7 @@ def search_space(config: config_lib.TrainerConfig,
   embedded = []
   if config.model_type == "dnn":
     embedded = [name for name in names if name in tower
-                and infos[name].kind != spec_lib.NUMERIC
+                and infos[name].kind != kinds.NUMERIC
                 and name not in in_dot]
   for name in embedded:
     low, high = infos[name].dim_range
@@ -163,7 +165,7 @@ def search_space(config: config_lib.TrainerConfig,
     l2_fields.append("l2_user")
   if item in names:
     l2_fields.append("l2_item")
-  if any(name not in (user, item) and infos[name].kind != spec_lib.NUMERIC
+  if any(name not in (user, item) and infos[name].kind != kinds.NUMERIC
          for name in names):
     l2_fields.append("l2_embedding")
   return SearchSpace(dims=dims, mf_features=tuple(mf_features),
@@ -337,7 +339,7 @@ def tune(base: config_lib.TrainerConfig, spec: spec_lib.FeatureSpec,
   """
   if trials <= 0:
     raise config_lib.ConfigError(f"--trials: must be > 0, got {trials}")
-  data_lib.require_finished_output(base.preprocessed_dir)
+  outputs.require_finished_output(base.preprocessed_dir)
   infos = feature_info_lib.read_feature_info(base.preprocessed_dir)
   space = search_space(base, spec, infos, l2_range, learning_rate_range)
   metric = metric or ("auc" if base.resolve_task(spec) == "binary"

@@ -37,103 +37,13 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from transforms.preprocessing import LABEL_KEY
+from core import layout
+from pipelines import preprocess as preprocess_lib
+from trainer import metrics as metrics_lib
+from trainer import serving
+from trainer import task as task_lib
 
 DEFAULT_FOLDS = ("u1", "u2", "u3", "u4", "u5")
-
-
-def metrics_from_predictions(labels: np.ndarray, predictions: np.ndarray,
-                             task: str) -> Dict[str, float]:
-  """Computes the task's metrics.
-
-  Args:
-    labels: [n] true labels.
-    predictions: [n] predicted ratings (regression) or probabilities.
-    task: "regression" or "binary".
-
-  Returns:
-    regression: rmse, mae, mse, examples; binary: auc, log_loss, examples.
-  """
-  labels = np.asarray(labels, np.float64).reshape(-1)
-  predictions = np.asarray(predictions, np.float64).reshape(-1)
-  if labels.shape != predictions.shape:
-    raise ValueError(f"{labels.shape[0]} labels but {predictions.shape[0]} "
-                     f"predictions")
-  result: Dict[str, float] = {"examples": int(labels.size)}
-  if task == "binary":
-    from sklearn import metrics as sk_metrics
-    probabilities = np.clip(predictions, 1e-7, 1 - 1e-7)
-    result["log_loss"] = float(-np.mean(
-        labels * np.log(probabilities)
-        + (1 - labels) * np.log(1 - probabilities)))
-    result["auc"] = (float(sk_metrics.roc_auc_score(labels, predictions))
-                     if len(np.unique(labels)) > 1 else float("nan"))
-    return result
-  errors = predictions - labels
-  result["mse"] = float(np.mean(errors ** 2))
-  result["rmse"] = float(np.sqrt(result["mse"]))
-  result["mae"] = float(np.mean(np.abs(errors)))
-  return result
-
-
-def evaluate_model(model, dataset: tf.data.Dataset, task: str
-                  ) -> Dict[str, float]:
-  """Metrics of a Keras model (inference mode) on (features, label) batches.
-
-  Args:
-    model: a model from trainer.models.build_model.
-    dataset: finite batches of (features dict, label).
-    task: "regression" or "binary".
-
-  Returns:
-    See metrics_from_predictions.
-  """
-  @tf.function(reduce_retracing=True)
-  def predict(features):
-    return model(features, training=False)
-
-  labels, predictions = [], []
-  for features, label in dataset:
-    predictions.append(predict(features).numpy().reshape(-1))
-    labels.append(label.numpy().reshape(-1))
-  return metrics_from_predictions(np.concatenate(labels),
-                                  np.concatenate(predictions), task)
-
-
-def evaluate_export(export_dir: str, preprocessed_dir: str, split: str,
-                    task: str, batch_size: int = 4096) -> Dict[str, float]:
-  """Metrics of an exported SavedModel on a split's transformed TFRecords.
-
-  Args:
-    export_dir: a SavedModel from trainer.serving.export_saved_model.
-    preprocessed_dir: a finished preprocessing output.
-    split: the split to read (e.g. "eval").
-    task: "regression" or "binary".
-    batch_size: examples per call.
-
-  Returns:
-    See metrics_from_predictions.
-  """
-  from trainer import data as data_lib
-  from trainer import serving
-
-  data_lib.require_finished_output(preprocessed_dir)
-  files = data_lib.list_shards(preprocessed_dir, split)
-  loaded = tf.saved_model.load(export_dir)
-  if serving.SERVING_TRANSFORMED not in loaded.signatures:
-    raise ValueError(f"{export_dir!r} has no {serving.SERVING_TRANSFORMED!r} "
-                     f"signature; was it exported by `embeddings train`?")
-  signature = loaded.signatures[serving.SERVING_TRANSFORMED]
-  label_spec = {LABEL_KEY: tf.io.FixedLenFeature([], tf.float32)}
-  dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(
-      batch_size)
-  labels, predictions = [], []
-  for records in dataset:
-    labels.append(tf.io.parse_example(records, label_spec)[LABEL_KEY].numpy())
-    output = signature(examples=records)[serving.PREDICTIONS]
-    predictions.append(output.numpy().reshape(-1))
-  return metrics_from_predictions(np.concatenate(labels),
-                                  np.concatenate(predictions), task)
 
 
 def summarize_folds(per_fold: Mapping[str, Mapping[str, float]]
@@ -195,11 +105,7 @@ def run_ml100k_folds(ml100k_dir: str, spec_path: str, work_dir: str,
     {"folds": fold -> eval metrics, "summary": metric -> mean/std,
      "reports": fold -> train report}.
   """
-  from trainer import data as data_lib
-  from trainer import task as task_lib
-
   if preprocess is None:
-    from pipelines import preprocess as preprocess_lib
     preprocess = preprocess_lib.run
   for fold in folds:
     for suffix in ("base", "test"):
@@ -213,7 +119,7 @@ def run_ml100k_folds(ml100k_dir: str, spec_path: str, work_dir: str,
     env_flags = [flag for pair in env for flag in ("--env", pair)]
     preprocessed = os.path.join(work_dir, fold, "preprocessed")
     finished = tf.io.gfile.exists(os.path.join(preprocessed,
-                                               data_lib.SUCCESS_FILE))
+                                               layout.SUCCESS_FILE))
     if not (reuse_preprocessed and finished):
       started = time.perf_counter()
       preprocess(["--spec", spec_path, "--output", preprocessed] + env_flags)
@@ -280,7 +186,6 @@ def run(argv: Optional[List[str]] = None) -> int:
       if not args.model_dir or not args.preprocessed:
         raise ValueError("give --model_dir and --preprocessed (or "
                          "--ml100k_folds)")
-      from trainer import serving
       task = args.task
       report_path = os.path.join(args.model_dir, "report.json")
       if task is None and tf.io.gfile.exists(report_path):
@@ -290,7 +195,7 @@ def run(argv: Optional[List[str]] = None) -> int:
       if not tf.io.gfile.exists(export_dir):
         raise FileNotFoundError(f"{export_dir} does not exist: "
                                 f"{args.model_dir!r} holds no exported model")
-      metrics = evaluate_export(export_dir, args.preprocessed, args.split,
+      metrics = metrics_lib.evaluate_export(export_dir, args.preprocessed, args.split,
                                 task or "regression")
       result = {"model_dir": args.model_dir, "split": args.split,
                 "metrics": metrics}

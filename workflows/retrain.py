@@ -54,7 +54,28 @@ import traceback
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import tensorflow as tf
+from apache_beam.io.filesystems import FileSystems
+from scipy import stats
+from tfx_bsl.coders import example_coder
 
+from core import layout
+from core import outputs
+from pipelines import joins as joins_lib
+from pipelines import preprocess
+from pipelines import rows as rows_lib
+from pipelines import sources
+from pipelines import split as split_lib
+from retrieval import index as index_lib
+from trainer import export
+from trainer import metrics as metrics_lib
+from trainer import serving
+from trainer import task
+from trainer import warmstart
+from transforms import loader
 from transforms import spec as spec_lib
 
 CURRENT_FILE = "current"
@@ -84,7 +105,6 @@ class RetrainError(RuntimeError):
 # --- paths and files -------------------------------------------------------
 
 def _gfile():
-  import tensorflow as tf
   return tf.io.gfile
 
 
@@ -230,7 +250,6 @@ def window_path(pattern: str, window: str) -> str:
 
 def _file_blocks(path: str, header: bool, block_bytes: int = 1 << 20):
   """Blocks of whole lines of one CSV file (the header line skipped)."""
-  from apache_beam.io.filesystems import FileSystems
   with FileSystems.open(path) as handle:
     pending, skip_header = b"", header
     while True:
@@ -251,8 +270,6 @@ def _file_blocks(path: str, header: bool, block_bytes: int = 1 << 20):
 
 def _parsed_batches(table, paths: Sequence[str], rules):
   """Typed batches of one input table, parsed as the pipeline parses them."""
-  from apache_beam.io.filesystems import FileSystems
-  from pipelines import rows as rows_lib
   for path in paths:
     if table.format == "csv":
       for block in _file_blocks(path, table.header):
@@ -260,15 +277,12 @@ def _parsed_batches(table, paths: Sequence[str], rules):
         if batch.num_rows:
           yield batch
     elif table.format == "parquet":
-      import pyarrow.parquet as pq
       with FileSystems.open(path) as handle:
         parsed = pq.read_table(handle, columns=list(rules.columns))
       batch, _, _ = rows_lib.parse_arrow_table(rules, parsed)
       if batch.num_rows:
         yield batch
     else:
-      import tensorflow as tf
-      from tfx_bsl.coders import example_coder
       decoder = example_coder.ExamplesToRecordBatchDecoder()
       records = [r.numpy() for r in tf.data.TFRecordDataset(
           path, compression_type="GZIP" if path.endswith(".gz") else "")]
@@ -279,8 +293,6 @@ def _parsed_batches(table, paths: Sequence[str], rules):
 
 def _join_side(batch, side, by: str):
   """Inner join of a main batch with a parsed side table on `by`."""
-  import pyarrow as pa
-  import pyarrow.compute as pc
   keys = side.table.column(0).combine_chunks()
   index = {key: row for row, key in enumerate(
       pc.cast(keys, pa.string()).to_pylist())}
@@ -313,12 +325,6 @@ def holdout_rows(spec, max_rows: int) -> Tuple[np.ndarray, np.ndarray]:
   Raises:
     RetrainError: no eval row was found, or an input is a BigQuery table.
   """
-  import pyarrow as pa
-  from pipelines import joins as joins_lib
-  from pipelines import preprocess
-  from pipelines import sources
-  from pipelines import split as split_lib
-  from trainer import serving
 
   for name in [spec.main] + [join.table for join in spec.joins]:
     if spec.inputs[name].is_bigquery:
@@ -362,36 +368,7 @@ def holdout_rows(spec, max_rows: int) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _matches(pattern: str):
-  from apache_beam.io.filesystems import FileSystems
   return FileSystems.match([pattern])[0].metadata_list
-
-
-def evaluate_raw(export_dir: str, examples: np.ndarray, labels: np.ndarray,
-                 task: str, batch_size: int = 4096) -> Dict[str, float]:
-  """Metrics of an exported model on raw examples (its serving signature).
-
-  Args:
-    export_dir: a SavedModel written by `embeddings train`.
-    examples: serialized raw tf.Examples.
-    labels: their labels.
-    task: regression or binary.
-    batch_size: examples per call.
-
-  Returns:
-    trainer.evaluate.metrics_from_predictions's metrics.
-  """
-  import tensorflow as tf
-  from trainer import evaluate as evaluate_lib
-  from trainer import serving
-  serve = tf.saved_model.load(export_dir).signatures[serving.SERVING_DEFAULT]
-  predictions = []
-  for start in range(0, len(examples), batch_size):
-    chunk = tf.constant(list(examples[start:start + batch_size]),
-                        dtype=tf.string)
-    predictions.append(
-        serve(examples=chunk)[serving.PREDICTIONS].numpy().reshape(-1))
-  return evaluate_lib.metrics_from_predictions(
-      labels, np.concatenate(predictions), task)
 
 
 # --- the promotion gate ----------------------------------------------------
@@ -449,8 +426,6 @@ def drift_report(current, candidate, items: int = 100, k: int = 10
   Raises:
     RetrainError: fewer than k + 1 shared tokens.
   """
-  from scipy import stats
-  from retrieval import index as index_lib
   old_rows = {token: row for row, token in enumerate(current.tokens)}
   shared = [token for token in candidate.tokens
             if token in old_rows and not token.startswith("[OOV_")]
@@ -572,10 +547,8 @@ def _spec_env(options: RetrainOptions, data_path: str) -> Dict[str, str]:
 
 def _preprocess(options: RetrainOptions, registry: Registry, version: str,
                 env: Mapping[str, str]) -> str:
-  from pipelines import outputs
-  from pipelines import preprocess
   output = registry.preprocessed_dir(version)
-  if _gfile().exists(_join(output, outputs.SUCCESS_FILE)):
+  if _gfile().exists(_join(output, layout.SUCCESS_FILE)):
     return output
   argv = ["--spec", options.spec_path, "--output", output]
   for key, value in env.items():
@@ -587,9 +560,6 @@ def _preprocess(options: RetrainOptions, registry: Registry, version: str,
 def _train(options: RetrainOptions, registry: Registry, version: str,
            env: Mapping[str, str], spec, preprocessed: str,
            current: Optional[str]) -> Tuple[Any, Dict[str, Any]]:
-  from trainer import artifacts
-  from trainer import task
-  from trainer import warmstart
   model_dir = registry.model_dir(version)
   # A failed attempt may have left checkpoints; the warm start below is the
   # starting point, not a half-trained candidate.
@@ -603,7 +573,7 @@ def _train(options: RetrainOptions, registry: Registry, version: str,
       arg.startswith("--embedding_dims") for arg in options.train_args):
     # The fourth-root rule would resize a table whose vocabulary grew past a
     # rounding step; a warm start keeps the current model's dimensions.
-    pinned = artifacts.read_trained_model(
+    pinned = export.read_trained_model(
         registry.model_dir(current)).report.get("embedding_dims") or {}
     if pinned:
       argv += ["--embedding_dims",
@@ -691,8 +661,6 @@ def retrain(options: RetrainOptions) -> RetrainResult:
   stage = "start"
   started = time.perf_counter()
   try:
-    from pipelines import outputs
-    from trainer import artifacts
 
     if not _gfile().exists(data_path):
       raise RetrainError(f"no data for window {window}: {data_path!r} does "
@@ -702,10 +670,10 @@ def retrain(options: RetrainOptions) -> RetrainResult:
     report["current"] = current
 
     stage = "preprocess"
-    spec = spec_lib.load_spec(options.spec_path, env)
+    spec = loader.load_spec(options.spec_path, env)
     # A failed attempt's finished preprocessing output is reused.
     report["preprocess_reused"] = _gfile().exists(
-        _join(registry.preprocessed_dir(version), outputs.SUCCESS_FILE))
+        _join(registry.preprocessed_dir(version), layout.SUCCESS_FILE))
     preprocessed = _preprocess(options, registry, version, env)
 
     stage = "train"
@@ -722,12 +690,12 @@ def retrain(options: RetrainOptions) -> RetrainResult:
     metric = options.metric or ("rmse" if task_name == "regression"
                                 else "auc")
     examples, labels = holdout_rows(spec, options.holdout_max_rows)
-    candidate_metrics = evaluate_raw(candidate_export, examples, labels,
+    candidate_metrics = metrics_lib.evaluate_raw(candidate_export, examples, labels,
                                      task_name)
     current_metrics = None
     if current is not None:
-      current_model = artifacts.read_trained_model(registry.model_dir(current))
-      current_metrics = evaluate_raw(current_model.saved_model_dir, examples,
+      current_model = export.read_trained_model(registry.model_dir(current))
+      current_metrics = metrics_lib.evaluate_raw(current_model.saved_model_dir, examples,
                                      labels, task_name)
     promote, verdict = gate(
         metric, candidate_metrics[metric],
@@ -744,10 +712,10 @@ def retrain(options: RetrainOptions) -> RetrainResult:
       if feature is None:
         raise RetrainError("drift: the model has no item_feature (set it in "
                            "the spec's model section)")
-      old_tables = artifacts.model_dir_tables(
+      old_tables = export.model_dir_tables(
           registry.model_dir(current), registry.preprocessed_dir(current),
           spec, with_labels=False)
-      new_tables = artifacts.model_dir_tables(
+      new_tables = export.model_dir_tables(
           registry.model_dir(version), preprocessed, spec, with_labels=False)
       report["drift"] = drift_report(old_tables[feature], new_tables[feature],
                                      options.drift_items, options.drift_k)

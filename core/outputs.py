@@ -11,39 +11,21 @@ killed leaves at most a staging directory, which no consumer accepts.
 
 import json
 import os
-import posixpath
 import shutil
 import time
 import uuid
 from typing import Any, Mapping, Optional
 
 import tensorflow as tf
-from apache_beam.io.filesystems import FileSystems
 
-SUCCESS_FILE = "_SUCCESS"
-_STAGING_INFIX = ".staging-"
+from core import files
+from core import layout
+
+STAGING_INFIX = ".staging-"
 
 
 class UnfinishedOutputError(FileNotFoundError):
   """A directory is missing, or holds no _SUCCESS marker of a finished run."""
-
-
-def is_local(path: str) -> bool:
-  """True for plain local paths (no `scheme://` prefix)."""
-  return "://" not in path
-
-
-def _join(base: str, *parts: str) -> str:
-  return os.path.join(base, *parts) if is_local(base) else posixpath.join(
-      base, *parts)
-
-
-def _split(path: str):
-  path = path.rstrip("/")
-  if is_local(path):
-    path = os.path.abspath(path)
-    return os.path.dirname(path), os.path.basename(path)
-  return posixpath.dirname(path), posixpath.basename(path)
 
 
 def new_staging_dir(output: str, run_id: Optional[str] = None) -> str:
@@ -56,9 +38,9 @@ def new_staging_dir(output: str, run_id: Optional[str] = None) -> str:
   Returns:
     The staging directory path (a hidden sibling of `output`).
   """
-  parent, name = _split(output)
+  parent, name = files.split(output)
   run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-  staging = _join(parent, f".{name}{_STAGING_INFIX}{run_id}")
+  staging = files.join(parent, f".{name}{STAGING_INFIX}{run_id}")
   tf.io.gfile.makedirs(staging)
   return staging
 
@@ -68,7 +50,7 @@ def require_finished_output(path: str) -> str:
 
   Args:
     path: an output directory of `embeddings preprocess` (or any job that
-      uses this module).
+      commits through this module).
 
   Returns:
     `path`, unchanged, so callers can write `d = require_finished_output(d)`.
@@ -81,16 +63,17 @@ def require_finished_output(path: str) -> str:
     raise UnfinishedOutputError(
         f"{path!r} does not exist: run `embeddings preprocess --output "
         f"{path}` first")
-  if not tf.io.gfile.exists(_join(path, SUCCESS_FILE)):
+  if not tf.io.gfile.exists(files.join(path, layout.SUCCESS_FILE)):
     raise UnfinishedOutputError(
-        f"{path!r} has no {SUCCESS_FILE} marker: the run that wrote it did "
-        f"not finish (it failed, was killed, or is still running); rerun it")
+        f"{path!r} has no {layout.SUCCESS_FILE} marker: the run that wrote it "
+        f"did not finish (it failed, was killed, or is still running); rerun "
+        f"it")
   return path
 
 
-def _write_success(staging: str, summary: Mapping[str, Any]) -> None:
-  with tf.io.gfile.GFile(_join(staging, SUCCESS_FILE), "w") as handle:
-    handle.write(json.dumps(summary, sort_keys=True) + "\n")
+def is_finished(path: str) -> bool:
+  """Whether `path` holds a finished output (its _SUCCESS marker)."""
+  return tf.io.gfile.exists(files.join(path, layout.SUCCESS_FILE))
 
 
 def _commit_local(staging: str, output: str) -> None:
@@ -106,22 +89,21 @@ def _commit_local(staging: str, output: str) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def _commit_remote(staging: str, output: str) -> None:
-  marker = _join(output, SUCCESS_FILE)
+def _commit_per_file(staging: str, output: str) -> None:
+  marker = files.join(output, layout.SUCCESS_FILE)
   if tf.io.gfile.exists(marker):
     tf.io.gfile.remove(marker)
-  if tf.io.gfile.isdir(output):
-    tf.io.gfile.rmtree(output)
-  sources = [m.path for m in FileSystems.match([_join(staging, "**")])[0]
-             .metadata_list]
-  success = _join(staging, SUCCESS_FILE)
-  files = [s for s in sources if s != success]
-  targets = [_join(output, s[len(staging):].lstrip("/")) for s in files]
-  for target in targets:
-    tf.io.gfile.makedirs(posixpath.dirname(target))
-  if files:
-    FileSystems.rename(files, targets)
-  FileSystems.rename([success], [marker])
+  files.remove_tree(output)
+  success = files.join(staging, layout.SUCCESS_FILE)
+  for directory, _, names in tf.io.gfile.walk(staging):
+    relative = directory[len(staging):].lstrip("/")
+    target_dir = files.join(output, relative) if relative else output
+    tf.io.gfile.makedirs(target_dir)
+    for name in names:
+      source = files.join(directory, name)
+      if source != success:
+        tf.io.gfile.rename(source, files.join(target_dir, name))
+  tf.io.gfile.rename(success, marker)
   tf.io.gfile.rmtree(staging)
 
 
@@ -143,11 +125,12 @@ def commit(staging: str, output: str,
   Returns:
     `output`.
   """
-  _write_success(staging, dict(summary or {}))
+  files.write_text(files.join(staging, layout.SUCCESS_FILE),
+                   json.dumps(dict(summary or {}), sort_keys=True) + "\n")
   if per_file is None:
-    per_file = not is_local(output)
+    per_file = not files.is_local(output)
   if per_file:
-    _commit_remote(staging, output)
+    _commit_per_file(staging, output)
   else:
     _commit_local(staging, output)
   return output
@@ -160,7 +143,6 @@ def discard(staging: str) -> None:
     staging: from new_staging_dir.
   """
   try:
-    if tf.io.gfile.exists(staging):
-      tf.io.gfile.rmtree(staging)
+    files.remove_tree(staging)
   except (OSError, tf.errors.OpError):
     pass

@@ -11,7 +11,7 @@ runs on any Beam runner as it runs here (DirectRunner locally, Dataflow with
 How it scales, step by step:
 
   * Users: the user table's word2vec.txt (one `token v1 .. vd` line per row,
-    written by trainer/artifacts.py with exact float32 digits) read with
+    written by core/artifacts.py with exact float32 digits) read with
     ReadFromText, which splits the file across workers. A TF checkpoint
     cannot serve this: restoring a slice of a tensor still reads the whole
     tensor into memory (measured), so every worker would hold every user.
@@ -41,6 +41,7 @@ import argparse
 import json
 import logging
 import os
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -48,9 +49,16 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 import numpy as np
+import pyarrow as pa
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx_bsl.public import tfxio
 
+from core import artifacts
+from core import layout
 from pipelines import metrics
 from pipelines import runners
+from retrieval import index as index_lib
 
 NAMESPACE = "recommend"
 JSONL = "jsonl"
@@ -97,10 +105,9 @@ def load_item_table(embeddings: str, table: str, use_bias: bool) -> ItemTable:
   Returns:
     The ItemTable.
   """
-  from retrieval import catalog  # pylint: disable=g-import-not-at-top
-  loaded = catalog.load(embeddings, table)
+  loaded = artifacts.load(embeddings, table)
   rows = loaded.real_rows
-  bias = catalog.find_bias(embeddings, loaded) if use_bias else None
+  bias = artifacts.find_bias(embeddings, loaded) if use_bias else None
   return ItemTable(loaded.vectors[rows], [loaded.tokens[r] for r in rows],
                    None if bias is None else bias[rows])
 
@@ -139,7 +146,6 @@ class RecordBatchToPairs(beam.DoFn):
     self._rejected = Metrics.counter(NAMESPACE, "seen_rows_rejected")
 
   def setup(self):
-    from trainer import artifacts  # pylint: disable=g-import-not-at-top
     # word2vec.txt spells tokens with whitespace as `_`; ratings must match.
     self._escape = artifacts.word2vec_token
 
@@ -218,7 +224,6 @@ class ScoreUserBlock(beam.DoFn):
     self._items = self._shared.acquire(self._loader)
 
   def process(self, block):
-    from retrieval import index  # pylint: disable=g-import-not-at-top
     items = self._items
     users = [user for user, _, _ in block]
     vectors = np.stack([vector for _, vector, _ in block])
@@ -229,7 +234,7 @@ class ScoreUserBlock(beam.DoFn):
       exclude.append([row for row in rows if row >= 0])
     if unknown:
       self._unknown.inc(unknown)
-    scores, ids = index.top_k(vectors, items.vectors, self._k,
+    scores, ids = index_lib.top_k(vectors, items.vectors, self._k,
                               item_bias=items.bias, exclude=exclude,
                               item_block=self._item_block)
     self._blocks.inc()
@@ -288,7 +293,6 @@ class _ItemLoader:
 
 
 def _seen_schema(user_key: str, item_key: str, id_type: str):
-  from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=g-import-not-at-top
   schema = schema_pb2.Schema()
   kind = schema_pb2.INT if id_type == "int" else schema_pb2.BYTES
   for name in (user_key, item_key):
@@ -300,7 +304,6 @@ def _seen_schema(user_key: str, item_key: str, id_type: str):
 
 def _seen_source(args) -> beam.PTransform:
   """The TFXIO source of the ratings whose items are excluded."""
-  from tfx_bsl.public import tfxio  # pylint: disable=g-import-not-at-top
   schema = _seen_schema(args.user_key, args.item_key, args.seen_id_type)
   if args.seen_format == CSV:
     columns = [c.strip() for c in args.seen_columns.split(",")]
@@ -321,25 +324,11 @@ def _seen_source(args) -> beam.PTransform:
 
 def _table_info(embeddings: str, table: str) -> Tuple[str, Dict]:
   """A table's directory and metadata, read when the pipeline is built."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from retrieval import catalog  # pylint: disable=g-import-not-at-top
-  from trainer import artifacts  # pylint: disable=g-import-not-at-top
-  directory = catalog.table_dir(embeddings, table)
-  with tf.io.gfile.GFile(os.path.join(directory,
-                                      artifacts.METADATA_FILE)) as handle:
-    metadata = json.load(handle)
-  return directory, metadata
-
-
-def _skip_tokens(metadata: Dict) -> List[str]:
-  from trainer import artifacts  # pylint: disable=g-import-not-at-top
-  skip = [artifacts.oov_token(i)
-          for i in range(int(metadata.get("num_oov_buckets") or 0))]
-  return skip + [artifacts.DEFAULT_TOKEN]
+  directory = artifacts.table_dir(embeddings, table)
+  return directory, artifacts.read_metadata(directory)
 
 
 def _parquet_schema():
-  import pyarrow as pa  # pylint: disable=g-import-not-at-top
   return pa.schema([("user", pa.string()), ("items", pa.list_(pa.string())),
                     ("scores", pa.list_(pa.float32()))])
 
@@ -386,7 +375,6 @@ def build(pipeline: beam.Pipeline, args) -> None:
     pipeline: the Beam pipeline.
     args: the parsed job arguments (see _parser).
   """
-  from trainer import artifacts  # pylint: disable=g-import-not-at-top
   user_dir, user_meta = _table_info(args.embeddings, args.user_table)
   _, item_meta = _table_info(args.embeddings, args.item_table)
   if int(user_meta["dimension"]) != int(item_meta["dimension"]):
@@ -397,9 +385,9 @@ def build(pipeline: beam.Pipeline, args) -> None:
         f"of one matrix-factorisation model")
   word2vec = os.path.join(
       user_dir, user_meta.get("files", {}).get("word2vec",
-                                               artifacts.WORD2VEC_FILE))
+                                               layout.WORD2VEC_FILE))
   parse = ParseWord2VecLine(int(user_meta["dimension"]),
-                            _skip_tokens(user_meta))
+                            artifacts.reserved_tokens(user_meta))
   parsed = (pipeline
             | "ReadUserVectors" >> beam.io.ReadFromText(
                 word2vec, skip_header_lines=1)
@@ -452,8 +440,6 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
   Returns:
     The run report: counts per counter, the output prefix, wall time.
   """
-  import time  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   parser = _parser()
   args, pipeline_args = parser.parse_known_args(argv)
   if args.top_k < 1 or args.block_size < 1 or args.item_block < 1:

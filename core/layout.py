@@ -1,0 +1,264 @@
+"""Every file and folder name of a run, defined once.
+
+Each kind of output directory is a small frozen class over its root path;
+its properties are the paths of what it holds. Writers and readers both go
+through them, so a name can only change here:
+
+  PreprocessedLayout   `embeddings preprocess --output`
+  ModelLayout          `embeddings train --model_dir`
+  ExportLayout         `embeddings export --output`, one TableLayout per table
+  RecommendationsLayout `embeddings recommend-batch --output`
+  TuneLayout           `embeddings tune --model_dir`
+  FoldsLayout          `embeddings evaluate --work_dir` (the 5-fold protocol)
+  RegistryLayout       `embeddings retrain --root`
+"""
+
+import dataclasses
+
+from core import files
+
+# Marks a finished output (core/commit.py); written last.
+SUCCESS_FILE = "_SUCCESS"
+# A job's own summary of a run, beside its output.
+RUN_REPORT_FILE = "run_report.json"
+DEAD_LETTER_DIR = "dead_letter"
+# Shards of TFRecord and JSONL outputs: `<prefix>-00000-of-00004<suffix>`.
+SHARD_PREFIX = "part"
+TFRECORD_SUFFIX = ".tfrecord.gz"
+JSONL_SUFFIX = ".jsonl"
+
+TRAIN = "train"
+EVAL = "eval"
+SPLITS = (TRAIN, EVAL)
+# The eval split's raw rows as tf.Examples (`preprocess --raw_eval`): what a
+# model's raw serving signature is evaluated on.
+RAW_EVAL = "eval_raw"
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessedLayout:
+  """An `embeddings preprocess` output directory.
+
+  transform_fn/ and transformed_metadata/ are tf.Transform's own names
+  (tft.TFTransformOutput reads the directory as it is).
+  """
+  root: str
+
+  @property
+  def success(self) -> str:
+    return files.join(self.root, SUCCESS_FILE)
+
+  @property
+  def report(self) -> str:
+    return files.join(self.root, RUN_REPORT_FILE)
+
+  @property
+  def feature_info(self) -> str:
+    return files.join(self.root, "feature_info.json")
+
+  @property
+  def transform_fn(self) -> str:
+    return files.join(self.root, "transform_fn")
+
+  @property
+  def vocabulary_assets(self) -> str:
+    """Where tf.Transform keeps the vocabulary files."""
+    return files.join(self.transform_fn, "assets")
+
+  @property
+  def counts(self) -> str:
+    """The job's row counts, read back after the pipeline (temporary)."""
+    return files.join(self.root, "_counts.json")
+
+  @property
+  def tft_temp(self) -> str:
+    """tf.Transform's temporary directory (removed before the commit)."""
+    return files.join(self.root, "_tft_temp")
+
+  @property
+  def dead_letter_prefix(self) -> str:
+    return files.join(self.root, DEAD_LETTER_DIR, SHARD_PREFIX)
+
+  def split_dir(self, split: str) -> str:
+    """The folder of one split's shards (train, eval or eval_raw)."""
+    return files.join(self.root, split)
+
+  def shard_prefix(self, split: str) -> str:
+    """The file prefix a split's shards are written under."""
+    return files.join(self.split_dir(split), SHARD_PREFIX)
+
+  def shard_pattern(self, split: str) -> str:
+    """The glob matching a split's gzipped TFRecord shards."""
+    return files.join(self.split_dir(split),
+                      f"{SHARD_PREFIX}-*{TFRECORD_SUFFIX}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelLayout:
+  """An `embeddings train --model_dir` directory."""
+  root: str
+
+  @property
+  def report(self) -> str:
+    return files.join(self.root, "report.json")
+
+  @property
+  def backup(self) -> str:
+    """Checkpoints a killed run resumes from (removed when a run finishes)."""
+    return files.join(self.root, "backup")
+
+  @property
+  def logs(self) -> str:
+    """TensorBoard logs."""
+    return files.join(self.root, "logs")
+
+  @property
+  def saved_model(self) -> str:
+    """The serving SavedModel."""
+    return files.join(self.root, "export")
+
+  @property
+  def unpartitioned(self) -> str:
+    """Scratch space for a parameter-server model's whole-variable copy."""
+    return files.join(self.root, "unpartitioned")
+
+  def worker(self, task_type: str, task_id: int) -> "ModelLayout":
+    """Where a non-chief multi-worker task saves its own copy."""
+    return ModelLayout(files.join(self.root, "workers",
+                                  f"{task_type}_{task_id}"))
+
+
+# The files of one exported table (core/artifacts.py writes and reads them).
+CHECKPOINT_PREFIX = "embedding.ckpt"
+VOCAB_FILE = "vocab.txt"
+METADATA_FILE = "metadata.json"
+WORD2VEC_FILE = "word2vec.txt"
+VECTORS_TSV = "vectors.tsv"
+METADATA_TSV = "metadata.tsv"
+BIAS_PREFIX = "bias_"
+
+
+@dataclasses.dataclass(frozen=True)
+class TableLayout:
+  """One exported table's directory."""
+  root: str
+
+  @property
+  def checkpoint(self) -> str:
+    return files.join(self.root, CHECKPOINT_PREFIX)
+
+  @property
+  def vocab(self) -> str:
+    return files.join(self.root, VOCAB_FILE)
+
+  @property
+  def metadata(self) -> str:
+    return files.join(self.root, METADATA_FILE)
+
+  @property
+  def word2vec(self) -> str:
+    return files.join(self.root, WORD2VEC_FILE)
+
+  @property
+  def vectors_tsv(self) -> str:
+    return files.join(self.root, VECTORS_TSV)
+
+  @property
+  def metadata_tsv(self) -> str:
+    return files.join(self.root, METADATA_TSV)
+
+
+def bias_table_name(feature: str) -> str:
+  """The exported name of a feature's per-row bias: `bias_<feature>`."""
+  return f"{BIAS_PREFIX}{feature}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportLayout:
+  """An `embeddings export --output` directory: one folder per table."""
+  root: str
+
+  def table(self, name: str) -> TableLayout:
+    return TableLayout(files.join(self.root, name))
+
+  def bias(self, feature: str) -> TableLayout:
+    return self.table(bias_table_name(feature))
+
+
+@dataclasses.dataclass(frozen=True)
+class RecommendationsLayout:
+  """An `embeddings recommend-batch --output` directory."""
+  root: str
+
+  @property
+  def prefix(self) -> str:
+    """The shard prefix of the recommendation files."""
+    return files.join(self.root, "recommendations")
+
+  @property
+  def dead_letter_prefix(self) -> str:
+    return files.join(self.root, DEAD_LETTER_DIR, SHARD_PREFIX)
+
+  @property
+  def report(self) -> str:
+    return files.join(self.root, RUN_REPORT_FILE)
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneLayout:
+  """An `embeddings tune --model_dir` directory: a model per trial."""
+  root: str
+
+  def trial(self, number: int) -> ModelLayout:
+    return ModelLayout(files.join(self.root, f"trial_{number:03d}"))
+
+  @property
+  def report(self) -> str:
+    return files.join(self.root, "tune_report.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldsLayout:
+  """An `embeddings evaluate --work_dir` directory: data and model per fold."""
+  root: str
+
+  def preprocessed(self, fold: str) -> PreprocessedLayout:
+    return PreprocessedLayout(files.join(self.root, fold, "preprocessed"))
+
+  def model(self, fold: str) -> ModelLayout:
+    return ModelLayout(files.join(self.root, fold, "model"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryLayout:
+  """An `embeddings retrain --root` model registry.
+
+    current              {"version": V, "history": [..., V]}
+    versions/<version>/  preprocessed/, model/, retrain.json
+    runs/<window>.json   the window's marker
+  """
+  root: str
+
+  @property
+  def current(self) -> str:
+    return files.join(self.root, "current")
+
+  @property
+  def versions(self) -> str:
+    return files.join(self.root, "versions")
+
+  def version(self, version: str) -> str:
+    return files.join(self.versions, version)
+
+  def preprocessed(self, version: str) -> PreprocessedLayout:
+    return PreprocessedLayout(files.join(self.version(version),
+                                         "preprocessed"))
+
+  def model(self, version: str) -> ModelLayout:
+    return ModelLayout(files.join(self.version(version), "model"))
+
+  def version_report(self, version: str) -> str:
+    return files.join(self.version(version), "retrain.json")
+
+  def marker(self, window: str) -> str:
+    return files.join(self.root, "runs", f"{window}.json")
