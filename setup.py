@@ -16,6 +16,8 @@ REQUIRED = [
     "scikit-learn>=1.4",
     "scipy",
     "matplotlib>=3.8",
+    # The projector's checkpoint config (`embeddings projector`, `digits`).
+    "tensorboard",
     "optuna>=3.6",
 ]
 
@@ -36,7 +38,7 @@ setuptools.setup(
     install_requires=REQUIRED,
     # Only what tests and benchmarks use: install_requires is staged onto
     # every Dataflow worker.
-    extras_require={"test": ["pytest>=8", "tensorboard", "gensim>=4.3"],
+    extras_require={"test": ["pytest>=8", "gensim>=4.3"],
                     "bench": ["psutil>=5.9", "hnswlib>=0.8"]},
     entry_points={"console_scripts": ["embeddings = embeddings_cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""Issue 2's preprocessing benchmark: tf.Transform on DirectRunner vs a floor.
+"""The preprocessing benchmark: tf.Transform on DirectRunner vs a floor.
 
 One job, three implementations, measured in the same run on the same
 generated ratings (`embeddings generate`, cached under
@@ -57,8 +57,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 import benchmarks
+from core import layout
 from pipelines import generate
 from pipelines import split as split_lib
+from pipelines import world_params
 from transforms import kinds
 from transforms import loader
 from transforms import spec as spec_lib
@@ -82,9 +84,9 @@ class _Job:
 
   def __init__(self, spec: spec_lib.FeatureSpec):
     self.spec = spec
-    kinds = {f.kind for f in spec.features}
+    used = {f.kind for f in spec.features}
     allowed = {kinds.VOCABULARY, kinds.CROSS, kinds.BUCKETIZED}
-    if not kinds <= allowed or spec.joins or spec.split is None:
+    if not used <= allowed or spec.joins or spec.split is None:
       raise ValueError(f"{SPEC_PATH}: the floor handles vocabulary, cross "
                        f"and bucketized features with a hash split and no "
                        f"joins")
@@ -173,8 +175,8 @@ def _split_batches(job: _Job, cache: _SplitCache
                   ) -> Iterator[Tuple[str, pa.RecordBatch]]:
   for batch in job.batches():
     in_eval = cache.eval_mask(split_lib.split_keys(batch, job.spec.split.key))
-    for name, mask in ((split_lib.TRAIN, ~in_eval),
-                       (split_lib.EVAL, in_eval)):
+    for name, mask in ((layout.TRAIN, ~in_eval),
+                       (layout.EVAL, in_eval)):
       if mask.any():
         yield name, batch.filter(pa.array(mask))
 
@@ -208,7 +210,7 @@ def run_floor(job: _Job, output: str) -> Dict:
   rows_read = 0
   for name, batch in _split_batches(job, cache):
     rows_read += batch.num_rows
-    if name != split_lib.TRAIN:
+    if name != layout.TRAIN:
       continue
     for feature in job.vocabularies:
       tally = pc.value_counts(batch.column(feature.source)).flatten()
@@ -244,7 +246,7 @@ def run_floor(job: _Job, output: str) -> Dict:
     boundaries[feature.name] = np.array(quantiles[1:-1], dtype=np.float32)
 
   writers = {name: _ExampleWriter(os.path.join(output, name))
-             for name in split_lib.SPLITS}
+             for name in layout.SPLITS}
   for name, batch in _split_batches(job, cache):
     columns = {}
     for feature in job.vocabularies:
@@ -303,7 +305,7 @@ def run_keras(job: _Job, output: str) -> Dict:
   rows_read = 0
   for name, batch in _split_batches(job, cache):
     rows_read += batch.num_rows
-    if name != split_lib.TRAIN:
+    if name != layout.TRAIN:
       continue
     for feature in job.vocabularies:
       lookups[feature.name].update_state(
@@ -315,7 +317,7 @@ def run_keras(job: _Job, output: str) -> Dict:
     layer.finalize_state()
 
   writers = {name: _ExampleWriter(os.path.join(output, name))
-             for name in split_lib.SPLITS}
+             for name in layout.SPLITS}
   for name, batch in _split_batches(job, cache):
     columns = {}
     raw = {}
@@ -346,13 +348,11 @@ def run_tft(data: str, output: str, beam_args: Sequence[str]) -> Dict:
     beam_args: extra pipeline options.
 
   Returns:
-    rows_read and rows written per split, from run_report.json.
+    rows_read and rows written per split, from the run report.
   """
   from pipelines import preprocess  # pylint: disable=import-outside-toplevel
-  preprocess.run(["--spec", SPEC_PATH, "--output", output,
-                  "--env", f"DATA_DIR={data}"] + list(beam_args))
-  with open(os.path.join(output, "run_report.json"), encoding="utf-8") as f:
-    report = json.load(f)
+  report = preprocess.preprocess(preprocess.PreprocessOptions(
+      spec=SPEC_PATH, output=output, env=(("DATA_DIR", data),)), beam_args)
   return {"rows_read": sum(report["rows_read"].values()),
           "rows_written": report["rows_written"],
           "rows_rejected": sum(report["rows_rejected_total"].values())}
@@ -419,7 +419,7 @@ def _compare(floor_out: str, tft_out: str, result: str) -> None:
               "rb") as a, open(os.path.join(
                   tft_out, "transform_fn", "assets", feature.name), "rb") as b:
       found["vocabularies_identical"][feature.name] = a.read() == b.read()
-  for name in split_lib.SPLITS:
+  for name in layout.SPLITS:
     floor = _read_examples(os.path.join(floor_out, name))
     tft = _read_examples(os.path.join(tft_out, name))
     same = {}
@@ -459,11 +459,11 @@ def dataset(rows: int, seed: int = SEED) -> str:
     with open(params_path, encoding="utf-8") as handle:
       params = json.load(handle)
     if (params.get("rows") == rows and params.get("seed") == seed and
-        params.get("generator_version") == generate.GENERATOR_VERSION):
+        params.get("generator_version") == world_params.GENERATOR_VERSION):
       return folder
   staging = folder + ".partial"
   shutil.rmtree(staging, ignore_errors=True)
-  generate.generate(staging, generate.Params(rows=rows, seed=seed))
+  generate.generate(staging, world_params.Params(rows=rows, seed=seed))
   shutil.rmtree(folder, ignore_errors=True)
   os.rename(staging, folder)
   return folder

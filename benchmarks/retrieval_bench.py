@@ -1,21 +1,22 @@
-"""Retrieval benchmarks (issue 4 targets), discovered by benchmarks/run.py.
+"""Retrieval benchmarks, each against its target; run by benchmarks/run.py.
 
   python -m benchmarks.retrieval_bench [--quick] [--only exact,ann,...]
 
 * exact: top-10 over a 1M x 32 table (100K with --quick), our blocked exact
   search (retrieval/index.py) against faiss.IndexFlatIP, both measured in
   this run, interleaved, best of `repeats`. Target: ratio >= 0.8.
-* ann: the approximate index (faiss IVF, nprobe calibrated to recall 0.96
-  on the table's own rows: 0.95 plus a sampling margin), then recall@10 and
-  speed on held-out queries, against our exact search and faiss' flat
-  index. Three data sets of unit vectors: "clustered" (1000 Gaussian blobs,
-  offsets half as long as the centres), "overlapping" (offsets as long as
-  the centres) and "uniform" (no structure: the worst case). Optionally
-  hnswlib on the same data (--hnsw), the alternative the choice was
-  measured against. Target: >= 10x faster than flat at recall@10 >= 0.95.
-* batch: `embeddings recommend-batch` (pipelines/recommend.py, in-process
-  Beam runner) in a fresh process per user count, against a fixed item
-  table: wall and CPU time and peak RSS (os.wait4) per run, a
+* ann: the approximate index (retrieval/approximate.py: faiss IVF, nprobe
+  calibrated to recall 0.96 on the table's own rows: 0.95 plus a sampling
+  margin), then recall@10 and speed on held-out queries, against our exact
+  search and faiss' flat index. Three data sets of unit vectors:
+  "clustered" (1000 Gaussian blobs, offsets half as long as the centres),
+  "overlapping" (offsets as long as the centres) and "uniform" (no
+  structure: the worst case). Optionally hnswlib on the same data
+  (--hnsw), the alternative the choice was measured against. Target:
+  >= 10x faster than flat at recall@10 >= 0.95.
+* batch: `embeddings recommend-batch` (workflows/recommend_batch.py,
+  in-process Beam runner) in a fresh process per user count, against a
+  fixed item table: wall and CPU time and peak RSS (os.wait4) per run, a
   least-squares line cpu_seconds = a + b * users, and the RSS spread;
   once with the seen-items join and once without it (the in-process runner
   holds a shuffled PCollection in memory, a distributed runner does not, so
@@ -38,9 +39,16 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
+import faiss
 import numpy as np
 
 from core import artifacts
+from core import layout
+from pipelines import generate
+from retrieval import approximate as approximate_lib
+from retrieval import catalog
+from retrieval import index
+from retrieval import neighbors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The in-process Beam runner, named directly: "DirectRunner" first tries to
@@ -84,7 +92,6 @@ def _faiss_flat_seconds(flat, queries: np.ndarray, k: int,
   On a machine shared with other work OpenMP barriers can make the default
   slower than one thread; baselines use the faster of the two.
   """
-  import faiss  # pylint: disable=g-import-not-at-top
   threads = faiss.omp_get_max_threads()
   seconds = {}
   try:
@@ -109,8 +116,6 @@ def bench_exact(n: int, d: int = 32, queries: int = 1000, k: int = 10,
   Returns:
     Queries/s of both, their ratio, and whether the ids agree.
   """
-  import faiss  # pylint: disable=g-import-not-at-top
-  from retrieval import index  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   table = _unit(rng.standard_normal((n, d), dtype=np.float32))
   query = _unit(rng.standard_normal((queries, d), dtype=np.float32))
@@ -144,8 +149,6 @@ def bench_exact(n: int, d: int = 32, queries: int = 1000, k: int = 10,
 
 def _ann_case(table: np.ndarray, held_out: np.ndarray, k: int,
               hnsw: bool, seed: int) -> Dict:
-  import faiss  # pylint: disable=g-import-not-at-top
-  from retrieval import index  # pylint: disable=g-import-not-at-top
   queries = len(held_out)
   flat = faiss.IndexFlatIP(table.shape[1])
   flat.add(table)
@@ -154,7 +157,7 @@ def _ann_case(table: np.ndarray, held_out: np.ndarray, k: int,
   exact_seconds = _timed(lambda: exact.search(held_out, k), 1)
   _, truth = exact.search(held_out, k)
   began = time.perf_counter()
-  approximate = index.ApproximateIndex(table, seed=seed)
+  approximate = approximate_lib.ApproximateIndex(table, seed=seed)
   build = time.perf_counter() - began
   calibration = approximate.calibrate(k=k, seed=seed)
   approximate.search(held_out[:10], k)
@@ -165,7 +168,7 @@ def _ann_case(table: np.ndarray, held_out: np.ndarray, k: int,
       "nlist": approximate.nlist, "nprobe": calibration.nprobe,
       "build_seconds": round(build, 2),
       "calibration_recall": round(calibration.recall, 4),
-      "recall_at_10": round(index.recall_at_k(found, truth), 4),
+      "recall_at_10": round(approximate_lib.recall_at_k(found, truth), 4),
       "qps": round(queries / ann_seconds, 1),
       "exact_qps": round(queries / exact_seconds, 1),
       "faiss_flat_qps": round(queries / flat_seconds, 1),
@@ -173,6 +176,7 @@ def _ann_case(table: np.ndarray, held_out: np.ndarray, k: int,
       "speedup_vs_exact": round(exact_seconds / ann_seconds, 2),
   }
   if hnsw:
+    # hnswlib is optional (the bench extra): only --hnsw needs it.
     import hnswlib  # pylint: disable=g-import-not-at-top
     began = time.perf_counter()
     graph = hnswlib.Index(space="ip", dim=table.shape[1])
@@ -186,7 +190,7 @@ def _ann_case(table: np.ndarray, held_out: np.ndarray, k: int,
       seconds = _timed(lambda: graph.knn_query(held_out, k=k), 1)
       ids, _ = graph.knn_query(held_out, k=k)
       sweep.append({"ef": ef, "recall_at_10": round(
-          index.recall_at_k(ids, truth), 4),
+          approximate_lib.recall_at_k(ids, truth), 4),
                     "speedup_vs_faiss_flat": round(flat_seconds / seconds, 2)})
     result["hnswlib"] = {"build_seconds": round(hnsw_build, 2),
                          "sweep": sweep}
@@ -225,7 +229,6 @@ def bench_ann(n: int, d: int = 32, queries: int = 1000, k: int = 10,
 def _write_batch_inputs(root: str, users: int, items: int, d: int,
                         seen_per_user: int, seed: int) -> str:
   """An export (user, movie tables) and ratings for the batch job."""
-  from trainer import artifacts  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   export = os.path.join(root, "export")
   user_tokens = [f"u{i}" for i in range(users)] + ["[OOV_0]"]
@@ -255,7 +258,7 @@ def _run_job(args: Sequence[str]) -> Dict:
   """
   began = time.perf_counter()
   process = subprocess.Popen(
-      [sys.executable, "-m", "pipelines.recommend", *args], cwd=REPO,
+      [sys.executable, "-m", "workflows.recommend_batch", *args], cwd=REPO,
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   _, status, usage = os.wait4(process.pid, 0)
   wall = time.perf_counter() - began
@@ -302,7 +305,7 @@ def bench_batch(user_counts: Sequence[int], items: int, d: int = 32,
           "--embeddings", export, "--output", output, "-k", str(k),
           "--block_size", str(block_size), *seen,
           f"--runner={FN_API_RUNNER}"])
-      with open(os.path.join(output, "run_report.json")) as handle:
+      with open(layout.RecommendationsLayout(output).report) as handle:
         report = json.load(handle)
       if report["counts"]["users_scored"] != users:
         raise RuntimeError(f"scored {report['counts']['users_scored']} of "
@@ -315,6 +318,12 @@ def bench_batch(user_counts: Sequence[int], items: int, d: int = 32,
       shutil.rmtree(case, ignore_errors=True)
   finally:
     shutil.rmtree(root, ignore_errors=True)
+  return {"items": items, "dim": d, "k": k, "block_size": block_size,
+          "seen_join": with_seen, "runs": runs, **_batch_fit(runs)}
+
+
+def _batch_fit(runs: Sequence[Dict]) -> Dict:
+  """The line cpu_seconds = a + b * users through the runs; RSS spread."""
   users = np.array([r["users"] for r in runs], dtype=np.float64)
   seconds = np.array([r["cpu_seconds"] for r in runs])
   slope, intercept = np.polyfit(users, seconds, 1)
@@ -323,8 +332,6 @@ def bench_batch(user_counts: Sequence[int], items: int, d: int = 32,
   total = float(np.sum((seconds - seconds.mean()) ** 2)) or 1.0
   rss = np.array([r["peak_rss_mib"] for r in runs])
   return {
-      "items": items, "dim": d, "k": k, "block_size": block_size,
-      "seen_join": with_seen, "runs": runs,
       "cpu_seconds_per_1k_users": round(slope * 1000, 3),
       "fixed_cpu_seconds": round(intercept, 2),
       "linear_r2": round(1 - residual / total, 4),
@@ -350,12 +357,9 @@ def bench_planted(export: Optional[str] = None, data: Optional[str] = None,
   Returns:
     The precision, the source measured and the target.
   """
-  from retrieval import catalog  # pylint: disable=g-import-not-at-top
-  from retrieval import neighbors  # pylint: disable=g-import-not-at-top
   temporary = None
   try:
     if data is None:
-      from pipelines import generate  # pylint: disable=g-import-not-at-top
       temporary = tempfile.mkdtemp(prefix="retrieval_planted_")
       data = os.path.join(temporary, "data")
       generate.run(["--output", data, "--rows", str(rows), "--seed",

@@ -1,4 +1,4 @@
-"""Issue 3's trainer benchmarks: sparse steps, input pipeline, throughput.
+"""The trainer benchmarks: sparse steps, input pipeline, throughput.
 
 Three measurements, each a ratio against a baseline measured in the same run
 (absolute numbers depend on the machine and its load):
@@ -11,8 +11,8 @@ Three measurements, each a ratio against a baseline measured in the same run
                a step touches ~4K rows at either size; the data is held in
                memory, so only the step is timed (median over steps).
                ratio_over_adagrad divides by Adagrad's own 1M / 10K ratio
-               (TF's fused sparse kernel, flat in the issue's measurement):
-               what is left is the optimizer's, not the cache misses that
+               (TF's fused sparse kernel, whose step barely grows with the
+               table): what is left is the optimizer's, not the cache misses that
                random rows of a 128 MB table cost any optimizer.
   (b) input    examples/s of the same model trained from the pipeline's
                gzipped TFRecords streamed each epoch (the trainer's
@@ -35,8 +35,8 @@ Data for (b)/(c): `embeddings generate` ratings (cached by
 benchmarks/preprocess_bench.py under results/data/) through the real
 `embeddings preprocess` with configs/synthetic.yaml (cached under
 results/work/trainer_<rows>/). Models come from trainer.models with the
-trainer's defaults except the batch size (4096 everywhere, as in the issue's
-measurement); throughput is timed from the end of the warm-up steps
+trainer's defaults except the batch size (4096 everywhere, a batch large
+enough that the step, not the Python loop, is timed); throughput is timed from the end of the warm-up steps
 (tracing, shuffle-buffer fill) to the end of the last step.
 
 Usage:
@@ -202,10 +202,8 @@ def preprocessed_data(ratings: int) -> str:
   output = os.path.join(benchmarks.results_dir("work", f"trainer_{ratings}"),
                         "preprocessed")
   if not os.path.exists(os.path.join(output, layout.SUCCESS_FILE)):
-    code = preprocess.run(["--spec", SPEC, "--output", output,
-                           "--env", f"DATA_DIR={data}"])
-    if code:
-      raise RuntimeError(f"embeddings preprocess failed with status {code}")
+    preprocess.preprocess(preprocess.PreprocessOptions(
+        spec=SPEC, output=output, env=(("DATA_DIR", data),)))
   return output
 
 
@@ -367,7 +365,7 @@ def run(quick: bool = False, parts: Sequence[str] = ("a", "b", "c")) -> Dict:
           times[(optimizer, TABLE_ROWS[1])] / times[(optimizer, TABLE_ROWS[0])],
           2)
     summary["step_target_met"] = summary["step_ratio_lazy_adam"] <= STEP_TARGET
-    # Adagrad's fused sparse kernel is the issue's flat reference: its growth
+    # Adagrad's fused sparse kernel is the flat reference: its growth
     # here is what the memory hierarchy alone costs (1M rows leave the cache).
     summary["step_ratio_lazy_adam_over_adagrad"] = round(
         summary["step_ratio_lazy_adam"] / summary["step_ratio_adagrad"], 2)

@@ -1,4 +1,4 @@
-"""The ground floor: what every other folder may use, and that uses none of them.
+"""The ground floor: what every other folder may use; it uses none of them.
 
 * `files`: path joining and JSON/text I/O on any TensorFlow filesystem.
 * `layout`: every file and folder name of every run, defined once.

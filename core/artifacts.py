@@ -249,7 +249,7 @@ def load_table(directory: str) -> EmbeddingTable:
   """
   paths = layout.TableLayout(directory)
   metadata = read_metadata(directory)
-  prefix = files.join(directory,
+  prefix = layout.join(directory,
                       metadata.get("checkpoint", layout.CHECKPOINT_PREFIX))
   vectors = tf.train.load_variable(prefix, metadata["tensor_name"])
   tokens = read_vocab_file(paths.vocab)

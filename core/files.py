@@ -1,45 +1,16 @@
-"""Paths and small files on any filesystem TensorFlow's gfile knows.
+"""Small files on any filesystem TensorFlow's gfile knows.
 
 Local paths, gs:// and the other schemes go through `tf.io.gfile`, so every
-job reads and writes them the same way. Paths with a scheme are joined with
-"/" (object stores have no other separator), local ones with os.path.
+job reads and writes them the same way (paths are spelled by core/layout).
 """
 
 import json
 import os
-import posixpath
 from typing import Any, Mapping, Optional
 
 import tensorflow as tf
 
-
-def is_local(path: str) -> bool:
-  """True for plain local paths (no `scheme://` prefix)."""
-  return "://" not in path
-
-
-def join(base: str, *parts: str) -> str:
-  """Joins path parts the way `base`'s filesystem spells paths.
-
-  Args:
-    base: a local path or a URL such as gs://bucket/dir.
-    *parts: names to append.
-
-  Returns:
-    The joined path.
-  """
-  if is_local(base):
-    return os.path.join(base, *parts)
-  return posixpath.join(base, *parts)
-
-
-def split(path: str):
-  """(parent, name) of a path; local paths are made absolute first."""
-  path = path.rstrip("/")
-  if is_local(path):
-    path = os.path.abspath(path)
-    return os.path.dirname(path), os.path.basename(path)
-  return posixpath.dirname(path), posixpath.basename(path)
+from core import layout
 
 
 def read_text(path: str) -> str:
@@ -50,7 +21,7 @@ def read_text(path: str) -> str:
 
 def write_text(path: str, text: str) -> None:
   """Writes a text file, creating its directory."""
-  parent = split(path)[0]
+  parent = layout.split(path)[0]
   if parent and not tf.io.gfile.exists(parent):
     tf.io.gfile.makedirs(parent)
   with tf.io.gfile.GFile(path, "w") as handle:
@@ -70,7 +41,7 @@ def write_json(path: str, payload: Any, indent: Optional[int] = 2) -> None:
 
 
 def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
-  """Replaces a JSON file so readers see the old or the new content, never a mix.
+  """Replaces a JSON file: readers see the old or the new content, never a mix.
 
   Locally: a temporary file in the same directory, then rename (atomic on
   POSIX). On object stores (gs://, s3://) a single object write already is
@@ -81,7 +52,7 @@ def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
     payload: what it holds.
   """
   text = json.dumps(payload, indent=2, sort_keys=True, default=str)
-  if not is_local(path):
+  if not layout.is_local(path):
     write_text(path, text)
     return
   directory = os.path.dirname(os.path.abspath(path))

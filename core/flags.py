@@ -35,7 +35,8 @@ _SHORT = "short"
 _HIDDEN = "hidden"
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str,  # pylint: disable=redefined-builtin
+def option(default: Any = dataclasses.MISSING, *,
+           help: str,  # pylint: disable=redefined-builtin
            flag: Optional[str] = None, short: Optional[str] = None,
            choices: Optional[Sequence[Any]] = None,
            metavar: Optional[str] = None,
@@ -204,7 +205,8 @@ def values_from_args(cls: Type, args: argparse.Namespace,
     is not None (with unset_defaults: the flags that were given).
 
   Raises:
-    ValueError: a flag's text does not convert (the message names it).
+    ValueError: a flag's text does not convert; the message names the flag
+      and the error keeps its type (e.g. a SpecError a `parse` raised).
   """
   hints = typing.get_type_hints(cls)
   values = {}
@@ -216,8 +218,17 @@ def values_from_args(cls: Type, args: argparse.Namespace,
       if value == [] and field.default is not dataclasses.MISSING:
         values[field.name] = field.default
       continue
+    if field.default is not dataclasses.MISSING and value is field.default:
+      # argparse handed the field's own default back: nothing to convert.
+      values[field.name] = value
+      continue
     try:
       values[field.name] = _convert(field, hints[field.name], value)
     except ValueError as error:
-      raise ValueError(f"--{flag_name(field)}: {error}") from None
+      # The error's own type stays (a SpecError is still a SpecError), its
+      # message names the flag.
+      message = str(error)
+      if not message.startswith(f"--{flag_name(field)}"):
+        message = f"--{flag_name(field)}: {message}"
+      raise type(error)(message) from None
   return values

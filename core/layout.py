@@ -11,11 +11,44 @@ through them, so a name can only change here:
   TuneLayout           `embeddings tune --model_dir`
   FoldsLayout          `embeddings evaluate --work_dir` (the 5-fold protocol)
   RegistryLayout       `embeddings retrain --root`
+
+Paths with a scheme (gs://, s3://) are joined with "/", the only separator
+object stores have; local ones with os.path. Nothing here touches a
+filesystem, so reading this module costs no TensorFlow.
 """
 
 import dataclasses
+import os
+import posixpath
 
-from core import files
+def is_local(path: str) -> bool:
+  """True for plain local paths (no `scheme://` prefix)."""
+  return "://" not in path
+
+
+def join(base: str, *parts: str) -> str:
+  """Joins path parts the way `base`'s filesystem spells paths.
+
+  Args:
+    base: a local path or a URL such as gs://bucket/dir.
+    *parts: names to append.
+
+  Returns:
+    The joined path.
+  """
+  if is_local(base):
+    return os.path.join(base, *parts)
+  return posixpath.join(base, *parts)
+
+
+def split(path: str):
+  """(parent, name) of a path; local paths are made absolute first."""
+  path = path.rstrip("/")
+  if is_local(path):
+    path = os.path.abspath(path)
+    return os.path.dirname(path), os.path.basename(path)
+  return posixpath.dirname(path), posixpath.basename(path)
+
 
 # Marks a finished output (core/commit.py); written last.
 SUCCESS_FILE = "_SUCCESS"
@@ -26,6 +59,7 @@ DEAD_LETTER_DIR = "dead_letter"
 SHARD_PREFIX = "part"
 TFRECORD_SUFFIX = ".tfrecord.gz"
 JSONL_SUFFIX = ".jsonl"
+PARQUET_SUFFIX = ".parquet"
 
 TRAIN = "train"
 EVAL = "eval"
@@ -46,50 +80,50 @@ class PreprocessedLayout:
 
   @property
   def success(self) -> str:
-    return files.join(self.root, SUCCESS_FILE)
+    return join(self.root, SUCCESS_FILE)
 
   @property
   def report(self) -> str:
-    return files.join(self.root, RUN_REPORT_FILE)
+    return join(self.root, RUN_REPORT_FILE)
 
   @property
   def feature_info(self) -> str:
-    return files.join(self.root, "feature_info.json")
+    return join(self.root, "feature_info.json")
 
   @property
   def transform_fn(self) -> str:
-    return files.join(self.root, "transform_fn")
+    return join(self.root, "transform_fn")
 
   @property
   def vocabulary_assets(self) -> str:
     """Where tf.Transform keeps the vocabulary files."""
-    return files.join(self.transform_fn, "assets")
+    return join(self.transform_fn, "assets")
 
   @property
   def counts(self) -> str:
     """The job's row counts, read back after the pipeline (temporary)."""
-    return files.join(self.root, "_counts.json")
+    return join(self.root, "_counts.json")
 
   @property
   def tft_temp(self) -> str:
     """tf.Transform's temporary directory (removed before the commit)."""
-    return files.join(self.root, "_tft_temp")
+    return join(self.root, "_tft_temp")
 
   @property
   def dead_letter_prefix(self) -> str:
-    return files.join(self.root, DEAD_LETTER_DIR, SHARD_PREFIX)
+    return join(self.root, DEAD_LETTER_DIR, SHARD_PREFIX)
 
   def split_dir(self, split: str) -> str:
     """The folder of one split's shards (train, eval or eval_raw)."""
-    return files.join(self.root, split)
+    return join(self.root, split)
 
   def shard_prefix(self, split: str) -> str:
     """The file prefix a split's shards are written under."""
-    return files.join(self.split_dir(split), SHARD_PREFIX)
+    return join(self.split_dir(split), SHARD_PREFIX)
 
   def shard_pattern(self, split: str) -> str:
     """The glob matching a split's gzipped TFRecord shards."""
-    return files.join(self.split_dir(split),
+    return join(self.split_dir(split),
                       f"{SHARD_PREFIX}-*{TFRECORD_SUFFIX}")
 
 
@@ -100,31 +134,31 @@ class ModelLayout:
 
   @property
   def report(self) -> str:
-    return files.join(self.root, "report.json")
+    return join(self.root, "report.json")
 
   @property
   def backup(self) -> str:
     """Checkpoints a killed run resumes from (removed when a run finishes)."""
-    return files.join(self.root, "backup")
+    return join(self.root, "backup")
 
   @property
   def logs(self) -> str:
     """TensorBoard logs."""
-    return files.join(self.root, "logs")
+    return join(self.root, "logs")
 
   @property
   def saved_model(self) -> str:
     """The serving SavedModel."""
-    return files.join(self.root, "export")
+    return join(self.root, "export")
 
   @property
   def unpartitioned(self) -> str:
     """Scratch space for a parameter-server model's whole-variable copy."""
-    return files.join(self.root, "unpartitioned")
+    return join(self.root, "unpartitioned")
 
   def worker(self, task_type: str, task_id: int) -> "ModelLayout":
     """Where a non-chief multi-worker task saves its own copy."""
-    return ModelLayout(files.join(self.root, "workers",
+    return ModelLayout(join(self.root, "workers",
                                   f"{task_type}_{task_id}"))
 
 
@@ -145,27 +179,27 @@ class TableLayout:
 
   @property
   def checkpoint(self) -> str:
-    return files.join(self.root, CHECKPOINT_PREFIX)
+    return join(self.root, CHECKPOINT_PREFIX)
 
   @property
   def vocab(self) -> str:
-    return files.join(self.root, VOCAB_FILE)
+    return join(self.root, VOCAB_FILE)
 
   @property
   def metadata(self) -> str:
-    return files.join(self.root, METADATA_FILE)
+    return join(self.root, METADATA_FILE)
 
   @property
   def word2vec(self) -> str:
-    return files.join(self.root, WORD2VEC_FILE)
+    return join(self.root, WORD2VEC_FILE)
 
   @property
   def vectors_tsv(self) -> str:
-    return files.join(self.root, VECTORS_TSV)
+    return join(self.root, VECTORS_TSV)
 
   @property
   def metadata_tsv(self) -> str:
-    return files.join(self.root, METADATA_TSV)
+    return join(self.root, METADATA_TSV)
 
 
 def bias_table_name(feature: str) -> str:
@@ -179,7 +213,7 @@ class ExportLayout:
   root: str
 
   def table(self, name: str) -> TableLayout:
-    return TableLayout(files.join(self.root, name))
+    return TableLayout(join(self.root, name))
 
   def bias(self, feature: str) -> TableLayout:
     return self.table(bias_table_name(feature))
@@ -193,15 +227,15 @@ class RecommendationsLayout:
   @property
   def prefix(self) -> str:
     """The shard prefix of the recommendation files."""
-    return files.join(self.root, "recommendations")
+    return join(self.root, "recommendations")
 
   @property
   def dead_letter_prefix(self) -> str:
-    return files.join(self.root, DEAD_LETTER_DIR, SHARD_PREFIX)
+    return join(self.root, DEAD_LETTER_DIR, SHARD_PREFIX)
 
   @property
   def report(self) -> str:
-    return files.join(self.root, RUN_REPORT_FILE)
+    return join(self.root, RUN_REPORT_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,11 +244,11 @@ class TuneLayout:
   root: str
 
   def trial(self, number: int) -> ModelLayout:
-    return ModelLayout(files.join(self.root, f"trial_{number:03d}"))
+    return ModelLayout(join(self.root, f"trial_{number:03d}"))
 
   @property
   def report(self) -> str:
-    return files.join(self.root, "tune_report.json")
+    return join(self.root, "tune_report.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,10 +257,10 @@ class FoldsLayout:
   root: str
 
   def preprocessed(self, fold: str) -> PreprocessedLayout:
-    return PreprocessedLayout(files.join(self.root, fold, "preprocessed"))
+    return PreprocessedLayout(join(self.root, fold, "preprocessed"))
 
   def model(self, fold: str) -> ModelLayout:
-    return ModelLayout(files.join(self.root, fold, "model"))
+    return ModelLayout(join(self.root, fold, "model"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,24 +275,24 @@ class RegistryLayout:
 
   @property
   def current(self) -> str:
-    return files.join(self.root, "current")
+    return join(self.root, "current")
 
   @property
   def versions(self) -> str:
-    return files.join(self.root, "versions")
+    return join(self.root, "versions")
 
   def version(self, version: str) -> str:
-    return files.join(self.versions, version)
+    return join(self.versions, version)
 
   def preprocessed(self, version: str) -> PreprocessedLayout:
-    return PreprocessedLayout(files.join(self.version(version),
+    return PreprocessedLayout(join(self.version(version),
                                          "preprocessed"))
 
   def model(self, version: str) -> ModelLayout:
-    return ModelLayout(files.join(self.version(version), "model"))
+    return ModelLayout(join(self.version(version), "model"))
 
   def version_report(self, version: str) -> str:
-    return files.join(self.version(version), "retrain.json")
+    return join(self.version(version), "retrain.json")
 
   def marker(self, window: str) -> str:
-    return files.join(self.root, "runs", f"{window}.json")
+    return join(self.root, "runs", f"{window}.json")

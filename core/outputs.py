@@ -38,9 +38,9 @@ def new_staging_dir(output: str, run_id: Optional[str] = None) -> str:
   Returns:
     The staging directory path (a hidden sibling of `output`).
   """
-  parent, name = files.split(output)
+  parent, name = layout.split(output)
   run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-  staging = files.join(parent, f".{name}{STAGING_INFIX}{run_id}")
+  staging = layout.join(parent, f".{name}{STAGING_INFIX}{run_id}")
   tf.io.gfile.makedirs(staging)
   return staging
 
@@ -63,7 +63,7 @@ def require_finished_output(path: str) -> str:
     raise UnfinishedOutputError(
         f"{path!r} does not exist: run `embeddings preprocess --output "
         f"{path}` first")
-  if not tf.io.gfile.exists(files.join(path, layout.SUCCESS_FILE)):
+  if not tf.io.gfile.exists(layout.join(path, layout.SUCCESS_FILE)):
     raise UnfinishedOutputError(
         f"{path!r} has no {layout.SUCCESS_FILE} marker: the run that wrote it "
         f"did not finish (it failed, was killed, or is still running); rerun "
@@ -73,7 +73,7 @@ def require_finished_output(path: str) -> str:
 
 def is_finished(path: str) -> bool:
   """Whether `path` holds a finished output (its _SUCCESS marker)."""
-  return tf.io.gfile.exists(files.join(path, layout.SUCCESS_FILE))
+  return tf.io.gfile.exists(layout.join(path, layout.SUCCESS_FILE))
 
 
 def _commit_local(staging: str, output: str) -> None:
@@ -90,19 +90,19 @@ def _commit_local(staging: str, output: str) -> None:
 
 
 def _commit_per_file(staging: str, output: str) -> None:
-  marker = files.join(output, layout.SUCCESS_FILE)
+  marker = layout.join(output, layout.SUCCESS_FILE)
   if tf.io.gfile.exists(marker):
     tf.io.gfile.remove(marker)
   files.remove_tree(output)
-  success = files.join(staging, layout.SUCCESS_FILE)
+  success = layout.join(staging, layout.SUCCESS_FILE)
   for directory, _, names in tf.io.gfile.walk(staging):
     relative = directory[len(staging):].lstrip("/")
-    target_dir = files.join(output, relative) if relative else output
+    target_dir = layout.join(output, relative) if relative else output
     tf.io.gfile.makedirs(target_dir)
     for name in names:
-      source = files.join(directory, name)
+      source = layout.join(directory, name)
       if source != success:
-        tf.io.gfile.rename(source, files.join(target_dir, name))
+        tf.io.gfile.rename(source, layout.join(target_dir, name))
   tf.io.gfile.rename(success, marker)
   tf.io.gfile.rmtree(staging)
 
@@ -125,10 +125,10 @@ def commit(staging: str, output: str,
   Returns:
     `output`.
   """
-  files.write_text(files.join(staging, layout.SUCCESS_FILE),
+  files.write_text(layout.join(staging, layout.SUCCESS_FILE),
                    json.dumps(dict(summary or {}), sort_keys=True) + "\n")
   if per_file is None:
-    per_file = not files.is_local(output)
+    per_file = not layout.is_local(output)
   if per_file:
     _commit_per_file(staging, output)
   else:

@@ -22,6 +22,12 @@ under the gs:// output. That is the only local write.
       --output gs://BUCKET/ml100k/preprocessed --preset dataflow \\
       --project PROJECT --region us-central1 --temp_location gs://BUCKET/tmp \\
       --dataflow_job_file /tmp/job.json
+
+From Python, with the preprocessing job's typed options:
+
+  built = dataflow_job.build_job(preprocess.PreprocessOptions(
+      spec="configs/movielens100k.yaml", output="gs://BUCKET/out"),
+      ["--preset", "dataflow", "--project", "PROJECT", ...])
 """
 
 import argparse
@@ -41,9 +47,7 @@ from google.protobuf import json_format
 
 from pipelines import preprocess
 from pipelines import runners
-from pipelines import sources
-from transforms import loader
-from transforms import spec as spec_lib
+from pipelines import steps
 
 PIPELINE_SUFFIX = ".pipeline.json"
 
@@ -95,42 +99,8 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def build_preprocess_job(argv: Sequence[str]) -> DataflowJob:
-  """Builds the preprocessing job for DataflowRunner without submitting it.
-
-  Args:
-    argv: `embeddings preprocess` flags plus Beam/Dataflow options (or
-      `--preset dataflow` with its values); `--dry_run` is implied.
-
-  Returns:
-    The DataflowJob; when `--dataflow_job_file` is given, the job and its
-    pipeline are also written there.
-
-  Raises:
-    runners.PresetError: Dataflow options are missing or invalid.
-    spec_lib.SpecError, sources.InputError: as for `embeddings preprocess`.
-  """
-  own, rest = _parser().parse_known_args(list(argv))
-  known, pipeline_args = preprocess.flag_parser().parse_known_args(rest)
-  pipeline_args = runners.expand_preset(pipeline_args)
-  options = beam_options.PipelineOptions(pipeline_args + ["--dry_run=True"])
-  runner = options.view_as(beam_options.StandardOptions).runner
-  if runner != "DataflowRunner":
-    raise runners.PresetError(f"this builds a DataflowRunner job; got "
-                              f"--runner={runner} (use --preset dataflow)")
-  spec = loader.load_spec(known.spec, dict(spec_lib.parse_env_flags(known.env)))
-  rules = preprocess.plan_inputs(spec)
-  sources.check_bigquery_options(spec, options)
-  # The job only names its output paths; nothing is written there.
-  staging = known.output.rstrip("/") + ".staging-dryrun"
-
-  with tempfile.TemporaryDirectory(prefix="tft-dryrun-") as local_temp:
-    pipeline = beam.Pipeline(options=options)
-    with tft_beam.Context(temp_dir=own.tft_temp_dir or local_temp):
-      preprocess.build_pipeline(pipeline, spec, rules, staging,
-                                known.num_shards)
-    result = pipeline.run()
-  job = result.job
+def _describe(job) -> DataflowJob:
+  """The DataflowJob of a dry run's job; writes the job file if asked."""
   cloud = job.options.view_as(beam_options.GoogleCloudOptions)
   # The same Environment the client builds before submitting; with no
   # packages uploaded its list of staged files is empty, the rest is equal.
@@ -140,15 +110,72 @@ def build_preprocess_job(argv: Sequence[str]) -> DataflowJob:
       proto_pipeline_staged_url=FileSystems.join(
           cloud.staging_location, shared_names.STAGED_PIPELINE_FILENAME),
       proto_pipeline=job.proto_pipeline).proto
-  description = json.loads(job.json())
   pipeline_json = json_format.MessageToDict(job.proto_pipeline)
-  built = DataflowJob(job=description, pipeline=pipeline_json,
+  built = DataflowJob(job=json.loads(job.json()), pipeline=pipeline_json,
                       steps=top_level_steps(pipeline_json),
                       options=job.options)
   job_file = job.options.view_as(beam_options.DebugOptions).dataflow_job_file
   if job_file:
     write_job_file(built, job_file)
   return built
+
+
+def build_job(options: preprocess.PreprocessOptions,
+              beam_args: Sequence[str] = (),
+              tft_temp_dir: Optional[str] = None) -> DataflowJob:
+  """Builds the preprocessing job for DataflowRunner without submitting it.
+
+  Args:
+    options: the job's options, as for preprocess.preprocess.
+    beam_args: Beam/Dataflow options (or `--preset dataflow` with its
+      values); `--dry_run` is implied.
+    tft_temp_dir: where tf.Transform writes its graphs while the pipeline
+      is built (default: a local temporary directory).
+
+  Returns:
+    The DataflowJob; when `--dataflow_job_file` is given, the job and its
+    pipeline are also written there.
+
+  Raises:
+    runners.PresetError: Dataflow options are missing or invalid.
+    transforms.spec.SpecError, pipelines.inputs.InputError: as for
+      preprocess.preprocess.
+  """
+  beam_args = runners.expand_preset(list(beam_args)) + ["--dry_run=True"]
+  runner = beam_options.PipelineOptions(beam_args).view_as(
+      beam_options.StandardOptions).runner
+  if runner != "DataflowRunner":
+    raise runners.PresetError(f"this builds a DataflowRunner job; got "
+                              f"--runner={runner} (use --preset dataflow)")
+  plan = preprocess.plan_job(options, beam_args)
+  # The job only names its output paths; nothing is written there.
+  staging = options.output.rstrip("/") + ".staging-dryrun"
+  with tempfile.TemporaryDirectory(prefix="tft-dryrun-") as local_temp:
+    pipeline = beam.Pipeline(options=plan.pipeline_options)
+    with tft_beam.Context(temp_dir=tft_temp_dir or local_temp):
+      steps.build_pipeline(pipeline, plan.spec, plan.rules, staging,
+                           options.num_shards, options.raw_eval)
+    result = pipeline.run()
+  return _describe(result.job)
+
+
+def build_preprocess_job(argv: Sequence[str]) -> DataflowJob:
+  """build_job from a command line.
+
+  Args:
+    argv: `embeddings preprocess` flags plus Beam/Dataflow options (or
+      `--preset dataflow` with its values) and this module's
+      `--tft_temp_dir`.
+
+  Returns:
+    As build_job.
+
+  Raises:
+    As build_job.
+  """
+  own, rest = _parser().parse_known_args(list(argv))
+  options, beam_args = preprocess.parse_args(rest)
+  return build_job(options, beam_args, tft_temp_dir=own.tft_temp_dir)
 
 
 def write_job_file(built: DataflowJob, path: str) -> None:

@@ -52,7 +52,15 @@ def _as_strings(array) -> List[str]:
 
 
 def keys_kept(keys: List[str], duplicates: FrozenSet[str]) -> List[str]:
-  """The keys left after dropping every duplicated one, in order."""
+  """The keys left after dropping every duplicated one, in order.
+
+  Args:
+    keys: a side table's keys, one per row.
+    duplicates: the keys on more than one row.
+
+  Returns:
+    `keys` without the duplicated ones.
+  """
   return [k for k in keys if k not in duplicates] if duplicates else keys
 
 
@@ -110,7 +118,15 @@ class BuildSideTable(beam.DoFn):
 
 def joined_schema(main_schema: pa.Schema,
                   side_rules: rows_lib.TableRules) -> pa.Schema:
-  """Schema after a join: main columns, then the side columns but its key."""
+  """Schema after a join: main columns, then the side columns but its key.
+
+  Args:
+    main_schema: the batches' schema before the join.
+    side_rules: the side table's rules (key first).
+
+  Returns:
+    The joined batches' schema.
+  """
   side = [pa.field(c, rows_lib.ARROW_TYPES[side_rules.types[c]])
           for c in side_rules.columns[1:]]
   return pa.schema(list(main_schema) + side)

@@ -1,19 +1,18 @@
-"""Per-table parsing and validation: raw batches -> typed Arrow batches.
+"""Per-table rules and validation: typed Arrow columns, rejected rows.
 
-Each raw batch (a block of CSV lines, a Parquet table, a list of serialized
-tf.Examples, a list of BigQuery row dicts) becomes one pyarrow RecordBatch
-of typed columns plus the raw row text (RAW_COLUMN, kept for dead letters
-raised later by joins), and a list of dead-letter records for the rows
-that fail. A clean CSV block is split with one str.split after numpy
-checks every line's field count on the bytes; numbers parse a column at a
-time (`map(float, column)`) and the other checks run as Arrow compute
-kernels. Only a block or a column holding a bad value falls back to
-row-by-row work.
+Each input table gets TableRules: the columns something reads (the
+features' sources, the label, join keys and the split key), their types,
+which must not be empty, the label's range and, for CSV, where each column
+sits in a line. `validate_columns` types and checks a batch's columns
+(numbers a column at a time, the other checks as Arrow compute kernels;
+only a column holding a bad value falls back to row-by-row work) and
+splits the good rows, plus the raw row text (RAW_COLUMN, kept for dead
+letters raised later by joins), from the dead letters. The per-format
+parsers that feed it are in pipelines/parsers.py.
 
-Only the columns something reads are parsed and checked: the features'
-sources, the label, join keys and the split key. A row is rejected with
-the first problem found: row-level problems first (encoding, field count,
-malformed record), then column by column in table order, then the label:
+A row is rejected with the first problem found: row-level problems first
+(encoding, field count, malformed record), then column by column in table
+order, then the label:
 
   invalid_encoding     the line does not decode with the table's encoding
   wrong_field_count    a CSV line with more or fewer fields than the header
@@ -37,13 +36,8 @@ a missing_value.
 Joins (pipelines/joins.py) add missing_join_key and duplicate_key.
 """
 
-import base64
-import codecs
-import csv
 import dataclasses
-import json
-from typing import (Any, Dict, FrozenSet, List, Mapping, Optional, Sequence,
-                    Tuple)
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -135,7 +129,15 @@ def needed_columns(spec: spec_lib.FeatureSpec) -> Tuple[str, ...]:
 
 
 def key_columns(spec: spec_lib.FeatureSpec) -> FrozenSet[str]:
-  """Columns that must not be empty: join keys, split key, vocab sources."""
+  """Columns that must not be empty: join keys, split key, vocab sources.
+
+  Args:
+    spec: the feature spec.
+
+  Returns:
+    The column names; each feature kind names the sources it needs
+    non-empty.
+  """
   keys = {join.by for join in spec.joins}
   keys.update(spec.inputs[join.table].key for join in spec.joins)
   if spec.split is not None:
@@ -203,18 +205,19 @@ def _to_float(value: Any, encoding: str) -> float:
   return float(_value_text(value, encoding))
 
 
-class _Rejections:
+class Rejections:
   """Row index -> (reason, detail); the first reason of a row wins."""
 
   def __init__(self):
     self.by_row: Dict[int, Tuple[str, str]] = {}
 
   def add(self, row: int, reason: str, detail: str) -> None:
+    """Rejects `row` for `reason`, unless it already was."""
     self.by_row.setdefault(row, (reason, detail))
 
 
 def _check_string(name: str, values: List[Any], rules: TableRules,
-                  from_text: bool, rejected: _Rejections) -> pa.Array:
+                  from_text: bool, rejected: Rejections) -> pa.Array:
   if not from_text:
     converted = []
     for row, value in enumerate(values):
@@ -238,9 +241,10 @@ def _check_string(name: str, values: List[Any], rules: TableRules,
   return array
 
 
-def _check_number(name: str, values: List[Any], kind: str, rules: TableRules,
-                  from_text: bool, rejected: _Rejections) -> pa.Array:
-  convert = int if kind == "int" else float
+def _check_number(name: str, values: List[Any], column_type: str,
+                  rules: TableRules, from_text: bool,
+                  rejected: Rejections) -> pa.Array:
+  convert = int if column_type == "int" else float
   parsed = None
   if from_text:
     try:
@@ -248,7 +252,7 @@ def _check_number(name: str, values: List[Any], kind: str, rules: TableRules,
     except ValueError:
       parsed = None
   if parsed is None:
-    slow = _to_int if kind == "int" else _to_float
+    slow = _to_int if column_type == "int" else _to_float
     parsed = []
     for row, value in enumerate(values):
       if value is None:
@@ -263,9 +267,9 @@ def _check_number(name: str, values: List[Any], kind: str, rules: TableRules,
         parsed.append(0)
       except (ValueError, TypeError, OverflowError):
         rejected.add(row, UNPARSABLE_NUMBER,
-                     f"column {name!r}: {value!r} is not {kind}")
+                     f"column {name!r}: {value!r} is not {column_type}")
         parsed.append(0)
-  if kind == "float":
+  if column_type == "float":
     array = pa.array(parsed, pa.float64())
     finite = pc.is_finite(array)
     if not pc.all(finite).as_py():
@@ -285,7 +289,7 @@ def _check_number(name: str, values: List[Any], kind: str, rules: TableRules,
 
 
 def _check_label(array: pa.Array, rules: TableRules,
-                 rejected: _Rejections) -> None:
+                 rejected: Rejections) -> None:
   name, low, high = rules.label
   outside = None
   if low is not None:
@@ -305,7 +309,7 @@ def _check_label(array: pa.Array, rules: TableRules,
 
 def validate_columns(rules: TableRules, columns: Mapping[str, List[Any]],
                      raws: List[str], from_text: bool,
-                     rejected: Optional[_Rejections] = None
+                     rejected: Optional[Rejections] = None
                     ) -> Tuple[pa.RecordBatch, List[Dict[str, str]]]:
   """Types and checks column-major values; splits good rows from bad.
 
@@ -320,15 +324,15 @@ def validate_columns(rules: TableRules, columns: Mapping[str, List[Any]],
   Returns:
     (a RecordBatch of the good rows with rules.schema, dead-letter records).
   """
-  rejected = rejected or _Rejections()
+  rejected = rejected or Rejections()
   arrays = []
   for name in rules.columns:
-    kind = rules.types[name]
-    if kind == "string":
+    column_type = rules.types[name]
+    if column_type == "string":
       arrays.append(_check_string(name, columns[name], rules, from_text,
                                   rejected))
     else:
-      arrays.append(_check_number(name, columns[name], kind, rules,
+      arrays.append(_check_number(name, columns[name], column_type, rules,
                                   from_text, rejected))
   if rules.label is not None:
     _check_label(arrays[rules.columns.index(rules.label[0])], rules, rejected)
@@ -341,242 +345,3 @@ def validate_columns(rules: TableRules, columns: Mapping[str, List[Any]],
     keep[list(rejected.by_row)] = False
     batch = batch.filter(pa.array(keep))
   return batch, letters
-
-
-# Encodings in which the delimiter and newline bytes only ever stand for
-# themselves, so fields can be counted on the raw bytes.
-_BYTE_COUNTABLE = frozenset(("utf-8", "ascii", "iso8859-1", "cp1252",
-                             "iso8859-15"))
-
-
-def _decode_lines(block: bytes, encoding: str, table: str
-                 ) -> Tuple[List[str], List[Dict[str, str]], bool]:
-  """A block -> (non-empty lines, undecodable rows, lines changed?)."""
-  try:
-    text = block.decode(encoding)
-  except UnicodeDecodeError:
-    lines, letters = [], []
-    for raw in block.split(b"\n"):
-      try:
-        lines.append(raw.decode(encoding))
-      except UnicodeDecodeError as error:
-        text = raw.rstrip(b"\r").decode(encoding, errors="backslashreplace")
-        letters.append(dead_letter(table, INVALID_ENCODING, text,
-                                   f"not {encoding}: {error.reason} at byte "
-                                   f"{error.start}"))
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    return [line for line in lines if line], letters, True
-  changed = False
-  if "\r" in text:
-    text = text.replace("\r\n", "\n")
-    changed = True
-  lines = text.split("\n")
-  if lines and not lines[-1]:
-    lines.pop()
-  if "" in lines:
-    # Blank lines (e.g. a trailing empty line) are not rows.
-    lines = [line for line in lines if line]
-    changed = True
-  return lines, [], changed
-
-
-def _fields_per_line_ok(body: bytes, delimiter: bytes, expected: int) -> bool:
-  """Whether every line of `body` has exactly `expected` fields."""
-  data = np.frombuffer(body, dtype=np.uint8)
-  line_ends = np.append(np.flatnonzero(data == 10), len(data))
-  delimiters = np.flatnonzero(data == delimiter[0])
-  if len(delimiters) != len(line_ends) * (expected - 1):
-    return False
-  before_end = np.searchsorted(delimiters, line_ends)
-  return bool((np.diff(before_end, prepend=0) == expected - 1).all())
-
-
-def _split_block(lines: List[str], rules: TableRules, block: bytes,
-                 changed: bool) -> Optional[Dict[str, List[str]]]:
-  """Column -> field values of every line, or None when a line is off.
-
-  One str.split over the whole block instead of one per line; the field
-  count of every line is checked on the bytes first.
-  """
-  if not lines or codecs.lookup(rules.encoding).name not in _BYTE_COUNTABLE:
-    return None
-  body = "\n".join(lines)
-  if '"' in body:
-    return None
-  delimiter = rules.delimiter
-  raw = body.encode(rules.encoding) if changed else block.rstrip(b"\n")
-  if not _fields_per_line_ok(raw, delimiter.encode(rules.encoding),
-                             rules.num_fields):
-    return None
-  fields = body.replace("\n", delimiter).split(delimiter)
-  width = rules.num_fields
-  return {name: fields[position::width]
-          for name, position in rules.positions.items()}
-
-
-def _split_fields(lines: List[str],
-                  delimiter: str) -> List[Optional[List[str]]]:
-  fields = []
-  for line in lines:
-    if '"' not in line:
-      fields.append(line.split(delimiter))
-      continue
-    try:
-      fields.append(next(csv.reader([line], delimiter=delimiter, strict=True)))
-    except csv.Error:
-      fields.append(None)
-  return fields
-
-
-def parse_csv_block(rules: TableRules, block: bytes
-                   ) -> Tuple[pa.RecordBatch, List[Dict[str, str]], int]:
-  """Parses one block of CSV lines.
-
-  Args:
-    rules: the table's rules.
-    block: whole lines as bytes (sources.ReadCsvBlocks).
-
-  Returns:
-    (RecordBatch of valid rows, dead-letter records, rows read), where rows
-    read = valid rows + dead letters.
-  """
-  lines, letters, changed = _decode_lines(block, rules.encoding, rules.table)
-  rows_read = len(lines) + len(letters)
-  columns = None if letters else _split_block(lines, rules, block, changed)
-  good_lines = lines
-  if columns is None:
-    expected = rules.num_fields
-    good_lines, good_fields = [], []
-    for line, fields in zip(lines, _split_fields(lines, rules.delimiter)):
-      if fields is None:
-        letters.append(dead_letter(rules.table, WRONG_FIELD_COUNT, line,
-                                   "unbalanced quotes"))
-      elif len(fields) != expected:
-        letters.append(dead_letter(
-            rules.table, WRONG_FIELD_COUNT, line,
-            f"{len(fields)} fields, expected {expected}"))
-      else:
-        good_lines.append(line)
-        good_fields.append(fields)
-    columns = {name: [fields[position] for fields in good_fields]
-               for name, position in rules.positions.items()}
-  batch, more = validate_columns(rules, columns, good_lines, from_text=True)
-  return batch, letters + more, rows_read
-
-
-def _json_row(row: Mapping[str, Any]) -> str:
-  def default(value):
-    if isinstance(value, bytes):
-      return value.decode("utf-8", errors="backslashreplace")
-    return str(value)
-  return json.dumps(row, default=default, sort_keys=True)
-
-
-def parse_arrow_table(rules: TableRules, table: pa.Table
-                     ) -> Tuple[pa.RecordBatch, List[Dict[str, str]], int]:
-  """Checks and types one Parquet batch (any Arrow column types).
-
-  Args:
-    rules: the table's rules.
-    table: a pyarrow Table with at least the kept columns.
-
-  Returns:
-    (RecordBatch of valid rows, dead-letter records, rows read).
-  """
-  columns = {name: table.column(name).to_pylist() for name in rules.columns}
-  raws = [_json_row(dict(zip(rules.columns, values)))
-          for values in zip(*(columns[name] for name in rules.columns))]
-  batch, letters = validate_columns(rules, columns, raws, from_text=False)
-  return batch, letters, table.num_rows
-
-
-def parse_examples(rules: TableRules, records: Sequence[bytes], decoder
-                  ) -> Tuple[pa.RecordBatch, List[Dict[str, str]], int]:
-  """Checks and types a list of serialized tf.Examples.
-
-  Args:
-    rules: the table's rules.
-    records: serialized tf.Example protos.
-    decoder: a tfx_bsl ExamplesToRecordBatchDecoder (no schema).
-
-  Returns:
-    (RecordBatch of valid rows, dead-letter records, rows read).
-  """
-  letters = []
-  records = list(records)
-  try:
-    decoded = [decoder.DecodeBatch(records)]
-    kept = records
-  except Exception:  # tfx_bsl raises a bare RuntimeError on a bad proto.
-    decoded, kept = [], []
-    for record in records:
-      try:
-        decoded.append(decoder.DecodeBatch([record]))
-        kept.append(record)
-      except Exception:
-        letters.append(dead_letter(rules.table, MALFORMED_RECORD,
-                                   base64.b64encode(record).decode("ascii"),
-                                   "not a serialized tf.Example"))
-  raws = [base64.b64encode(record).decode("ascii") for record in kept]
-  rejected = _Rejections()
-  columns = {name: [] for name in rules.columns}
-  for batch in decoded:
-    for name in rules.columns:
-      index = batch.schema.get_field_index(name)
-      lists = (batch.column(index).to_pylist() if index >= 0
-               else [None] * batch.num_rows)
-      columns[name].extend(lists)
-  for name in rules.columns:
-    values = columns[name]
-    for row, value in enumerate(values):
-      if value is None or len(value) == 0:
-        rejected.add(row, MISSING_VALUE, f"feature {name!r} is absent")
-        values[row] = None
-      elif len(value) != 1:
-        rejected.add(row, WRONG_FIELD_COUNT,
-                     f"feature {name!r} has {len(value)} values, expected 1")
-        values[row] = None
-      else:
-        values[row] = value[0]
-  batch, more = validate_columns(rules, columns, raws, from_text=False,
-                                 rejected=rejected)
-  return batch, letters + more, len(records)
-
-
-def parse_row_dicts(rules: TableRules, rows: Sequence[Mapping[str, Any]]
-                   ) -> Tuple[pa.RecordBatch, List[Dict[str, str]], int]:
-  """Checks and types a list of BigQuery rows (dicts from ReadFromBigQuery).
-
-  Args:
-    rules: the table's rules.
-    rows: column -> Python value dicts; None is NULL.
-
-  Returns:
-    (RecordBatch of valid rows, dead-letter records, rows read); the raw
-    text of a row is the JSON of its kept columns.
-  """
-  rows = list(rows)
-  rejected = _Rejections()
-  columns = {}
-  for name in rules.columns:
-    is_string = rules.types[name] == "string"
-    values = []
-    for index, row in enumerate(rows):
-      value = row.get(name)
-      if name not in row:
-        rejected.add(index, MISSING_VALUE,
-                     f"column {name!r} is not in the BigQuery row")
-      elif isinstance(value, (list, dict)):
-        rejected.add(index, WRONG_FIELD_COUNT,
-                     f"column {name!r} is a REPEATED or RECORD value, "
-                     f"expected one value")
-        value = None
-      if value is None and is_string:
-        value = ""
-      values.append(value)
-    columns[name] = values
-  raws = [_json_row({name: row[name] for name in rules.columns
-                     if name in row}) for row in rows]
-  batch, letters = validate_columns(rules, columns, raws, from_text=False,
-                                    rejected=rejected)
-  return batch, letters, len(rows)

@@ -32,12 +32,17 @@ from typing import List, Optional, Sequence
 
 from apache_beam.options import pipeline_options as beam_options
 from apache_beam.options import pipeline_options_validator
+from apache_beam.runners.dataflow import dataflow_runner
+from apache_beam.runners.direct import direct_runner
+from apache_beam.runners.portability import flink_runner
+from apache_beam.runners.portability import portable_runner
 
 PRESETS = ("direct", "direct_multiprocess", "dataflow", "flink", "portable")
 ENVIRONMENT_TYPES = ("DOCKER", "PROCESS", "EXTERNAL", "LOOPBACK")
 
-# The Beam SDK container matching the pinned SDK (apache-beam 2.77, Python
-# 3.11); the custom worker image in deploy/dataflow/ builds on it.
+# The Beam SDK container of the pinned apache-beam and this Python version
+# (tests/test_deploy.py checks both); the custom worker image in
+# deploy/dataflow/ builds on it.
 DEFAULT_SDK_IMAGE = "apache/beam_python3.11_sdk:2.77.0"
 # Where the SDK container keeps its boot program (for PROCESS environments
 # the same program runs directly on the worker host).
@@ -99,7 +104,6 @@ def _raise(preset: str, errors: Sequence[str]) -> None:
 
 
 def _expand_direct(args: List[str], multiprocess: bool) -> List[str]:
-  from apache_beam.runners.direct import direct_runner
   args = _defaults(args, runner="DirectRunner")
   if multiprocess:
     args = _defaults(args, direct_running_mode="multi_processing",
@@ -118,7 +122,6 @@ def _expand_direct(args: List[str], multiprocess: bool) -> List[str]:
 
 
 def _expand_dataflow(args: List[str]) -> List[str]:
-  from apache_beam.runners.dataflow import dataflow_runner
   cloud = _options(args).view_as(beam_options.GoogleCloudOptions)
   worker = _options(args).view_as(beam_options.WorkerOptions)
   setup = _options(args).view_as(beam_options.SetupOptions)
@@ -218,7 +221,6 @@ def _strip_flag_value(args: List[str], name: str) -> List[str]:
 
 
 def _expand_flink(args: List[str]) -> List[str]:
-  from apache_beam.runners.portability import flink_runner
   flink = _options(args).view_as(beam_options.FlinkRunnerOptions)
   if flink.flink_master in flink_runner.MAGIC_HOST_NAMES:
     _raise("flink", ["--flink_master HOST:PORT is required (the Flink "
@@ -235,7 +237,6 @@ def _expand_flink(args: List[str]) -> List[str]:
 
 
 def _expand_portable(args: List[str]) -> List[str]:
-  from apache_beam.runners.portability import portable_runner
   portable = _options(args).view_as(beam_options.PortableOptions)
   if not portable.job_endpoint:
     _raise("portable", ["--job_endpoint HOST:PORT is required (the Beam job "

@@ -1,4 +1,4 @@
-"""Reading raw input tables as batches: CSV, Parquet and TFRecord tf.Example.
+"""Reading raw input tables as batches: CSV, Parquet, tf.Example, BigQuery.
 
 Every reader emits batches, never one element per row, because per-element
 Beam overhead dominates a preprocessing job at millions of rows:
@@ -6,7 +6,7 @@ Beam overhead dominates a preprocessing job at millions of rows:
 * CSV (any one-character delimiter, any ASCII-compatible encoding, with or
   without a header): files are cut into byte ranges that workers read in
   parallel; each range yields blocks of complete lines as raw bytes, so
-  decoding and parsing (pipelines/rows.py) happen a block at a time and
+  decoding and parsing (pipelines/parsers.py) happen a block at a time and
   rows that do not decode can be dead-lettered instead of failing the job.
   Quoted fields are parsed with the csv module; a quoted field may not hold
   a line break, since ranges are cut at line breaks.
@@ -17,18 +17,16 @@ Beam overhead dominates a preprocessing job at millions of rows:
   its row dicts grouped into lists for batch parsing.
 
 Paths go through Beam's FileSystems, so local paths, gs:// and any other
-registered filesystem work the same. `check_inputs` runs before the
-pipeline and fails fast on missing or empty inputs; `check_bigquery_options`
-on BigQuery reads that cannot work with the job's options.
+registered filesystem work the same. The inputs are checked before the
+pipeline is built (pipelines/inputs.py).
 """
 
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options import pipeline_options as beam_options
 
 from transforms import spec as spec_lib
 
@@ -41,168 +39,6 @@ DEFAULT_RANGE_BYTES = 16 << 20
 DEFAULT_RECORD_BATCH = 8192
 # BigQuery rows parsed together.
 DEFAULT_ROW_BATCH = 8192
-
-
-class InputError(ValueError):
-  """An input that cannot be read at all: missing, empty or inconsistent."""
-
-
-def _matched_files(pattern: str, where: str):
-  try:
-    results = FileSystems.match([pattern])
-  except Exception as error:  # Beam wraps every filesystem failure.
-    raise InputError(f"{where}: cannot list {pattern!r}: {error}") from None
-  files = results[0].metadata_list if results else []
-  if not files:
-    raise InputError(f"{where}: no file matches {pattern!r}")
-  return files
-
-
-def _first_line(path: str, encoding: str) -> str:
-  with FileSystems.open(path) as handle:
-    head = b""
-    while b"\n" not in head:
-      chunk = handle.read(1 << 16)
-      if not chunk:
-        break
-      head += chunk
-  line = head.split(b"\n", 1)[0].rstrip(b"\r")
-  try:
-    return line.decode(encoding)
-  except UnicodeDecodeError as error:
-    raise InputError(f"{path}: the header line does not decode as "
-                     f"{encoding}: {error}") from None
-
-
-def check_encoding(table: spec_lib.InputTable) -> None:
-  """Rejects encodings whose line breaks are not the byte b'\\n'.
-
-  Ranges are cut at b'\\n' bytes, which is only right for ASCII-compatible
-  encodings (utf-8, latin-1, cp1252, ...), not utf-16/32.
-
-  Args:
-    table: a CSV input table.
-
-  Raises:
-    InputError: the encoding is unknown or not ASCII-compatible.
-  """
-  try:
-    newline = "\n".encode(table.encoding)
-    sample = table.delimiter.encode(table.encoding)
-  except LookupError:
-    raise InputError(f"input '{table.name}': unknown encoding "
-                     f"{table.encoding!r}") from None
-  if newline != b"\n" or len(sample) != 1:
-    raise InputError(f"input '{table.name}': encoding {table.encoding!r} is "
-                     f"not ASCII-compatible; re-encode the files (e.g. as "
-                     f"utf-8)")
-
-
-def csv_header_fields(table: spec_lib.InputTable,
-                      paths: Sequence[str]) -> Tuple[str, ...]:
-  """The header every file of a CSV table starts with.
-
-  Args:
-    table: a CSV input table with header: true.
-    paths: its matched files.
-
-  Returns:
-    The header's field names, in file order.
-
-  Raises:
-    InputError: files disagree on the header, or it lacks spec columns.
-  """
-  headers = {}
-  for path in paths:
-    line = _first_line(path, table.encoding)
-    headers.setdefault(tuple(f.strip() for f in line.split(table.delimiter)),
-                       path)
-  if len(headers) > 1:
-    (first, first_path), (second, second_path) = list(headers.items())[:2]
-    raise InputError(f"input '{table.name}': files have different headers: "
-                     f"{first_path} has {list(first)}, {second_path} has "
-                     f"{list(second)}")
-  fields = next(iter(headers))
-  missing = [c for c in table.columns if c not in fields]
-  if missing:
-    raise InputError(f"input '{table.name}': header {list(fields)} of "
-                     f"{next(iter(headers.values()))} lacks column(s) "
-                     f"{missing} named in the spec")
-  return fields
-
-
-def check_inputs(spec: spec_lib.FeatureSpec) -> Dict[str, Dict[str, object]]:
-  """Fails fast, before any Beam work, on inputs that cannot be read.
-
-  Args:
-    spec: the feature spec.
-
-  Returns:
-    Table name -> {"paths": matched files (train pattern, then eval_path;
-    empty for BigQuery tables), "header": header fields for CSV tables with
-    a header, else None}.
-
-  Raises:
-    InputError: a pattern matches nothing, every matched file is empty, the
-      encoding is unusable, or CSV headers disagree with the spec.
-  """
-  found = {}
-  used = [spec.main] + [join.table for join in spec.joins]
-  for name in used:
-    table = spec.inputs[name]
-    where = f"input '{name}'"
-    if table.is_bigquery:
-      # Whether a table or query is readable is only known to BigQuery,
-      # with credentials; its export job fails the run with BigQuery's
-      # own message.
-      found[name] = {"paths": [], "header": None}
-      continue
-    patterns = [table.path] + ([table.eval_path] if table.eval_path else [])
-    paths = []
-    for pattern in patterns:
-      files = _matched_files(pattern, where)
-      if all(f.size_in_bytes == 0 for f in files):
-        raise InputError(f"{where}: every file matching {pattern!r} is empty")
-      paths.extend(f.path for f in files)
-    header = None
-    if table.format == "csv":
-      check_encoding(table)
-      if table.header:
-        header = csv_header_fields(table, paths)
-    found[name] = {"paths": paths, "header": header}
-  return found
-
-
-def check_bigquery_options(spec: spec_lib.FeatureSpec,
-                           options: beam_options.PipelineOptions) -> None:
-  """Fails fast when the job's options cannot run its BigQuery reads.
-
-  An EXPORT read writes a snapshot to Cloud Storage under --temp_location
-  and runs its export (and query) jobs in --project; without them Beam
-  fails only once the pipeline is running.
-
-  Args:
-    spec: the feature spec.
-    options: the job's pipeline options.
-
-  Raises:
-    InputError: a BigQuery input is used without a gs:// --temp_location, or
-      without --project when its table names no project or it is a query.
-  """
-  cloud = options.view_as(beam_options.GoogleCloudOptions)
-  for name in [spec.main] + [join.table for join in spec.joins]:
-    table = spec.inputs[name]
-    if not table.is_bigquery:
-      continue
-    where = f"input '{name}'"
-    if not (cloud.temp_location or "").startswith("gs://"):
-      raise InputError(f"{where}: a BigQuery read exports to Cloud Storage; "
-                       f"give --temp_location gs://BUCKET/PATH (got "
-                       f"{cloud.temp_location!r})")
-    if not cloud.project and table.bigquery_project is None:
-      what = "query" if table.query is not None else "table without a project"
-      raise InputError(f"{where}: a BigQuery {what} runs its jobs in "
-                       f"--project; give --project PROJECT")
 
 
 def iter_line_blocks(handle, start: int, end: Optional[int],
@@ -372,7 +208,7 @@ class ReadExampleLists(beam.PTransform):
 
 
 class BatchRowDicts(beam.PTransform):
-  """Row dicts -> lists of row dicts, the unit rows.parse_row_dicts parses."""
+  """Row dicts -> lists of row dicts, the unit parsers.parse_row_dicts takes."""
 
   def __init__(self, batch_size: int = DEFAULT_ROW_BATCH):
     """Builds the batching step.
@@ -396,7 +232,7 @@ class ReadBigQueryRowLists(beam.PTransform):
   snapshot (of the table, or of the query's result table) as Avro files
   under --temp_location, which workers read in parallel and delete after.
   Values arrive as Python values (INT64 int, FLOAT64 float, STRING str,
-  NUMERIC Decimal, TIMESTAMP datetime, NULL None); pipelines/rows.py types
+  NUMERIC Decimal, TIMESTAMP datetime, NULL None); pipelines/parsers.py types
   and checks them against the spec.
   """
 
@@ -453,19 +289,3 @@ def read_table(pbegin, table: spec_lib.InputTable, pattern: Optional[str],
   else:
     reader = ReadExampleLists(pattern)
   return pbegin | label >> reader
-
-
-def header_positions(table: spec_lib.InputTable,
-                     header: Optional[Sequence[str]]
-                    ) -> Tuple[Dict[str, int], int]:
-  """Where each spec column sits in a CSV line, and the field count.
-
-  Args:
-    table: a CSV input table.
-    header: the header fields (check_inputs), or None without a header.
-
-  Returns:
-    (column -> field index, expected number of fields per line).
-  """
-  fields: List[str] = list(header) if header else list(table.columns)
-  return {column: fields.index(column) for column in table.columns}, len(fields)

@@ -20,12 +20,10 @@ import pyarrow.compute as pc
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.public import tfxio
 
+from core import layout
 from pipelines import rows as rows_lib
 
-TRAIN = "train"
-EVAL = "eval"
-SPLITS = (TRAIN, EVAL)
-_SPLIT_IDS = {TRAIN: 0, EVAL: 1}
+_SPLIT_IDS = {layout.TRAIN: 0, layout.EVAL: 1}
 # Split decisions remembered per worker; bounds memory at many keys.
 _CACHE_LIMIT = 1 << 20
 
@@ -35,7 +33,14 @@ TFXIO_TYPES = {"string": pa.binary(), "int": pa.int64(),
 
 
 def split_id(name: str) -> int:
-  """The SPLIT_COLUMN value of a split name."""
+  """The SPLIT_COLUMN value of a split name.
+
+  Args:
+    name: layout.TRAIN or layout.EVAL.
+
+  Returns:
+    0 for train, 1 for eval.
+  """
   return _SPLIT_IDS[name]
 
 
@@ -102,9 +107,16 @@ def eval_mask(keys: pa.Array, eval_fraction: float, seed: int,
 
 
 def tfxio_schema(column_types: Mapping[str, str]) -> pa.Schema:
-  """Arrow schema of the batches tf.Transform reads: one-value lists."""
-  return pa.schema([(name, pa.list_(TFXIO_TYPES[kind]))
-                    for name, kind in column_types.items()])
+  """Arrow schema of the batches tf.Transform reads: one-value lists.
+
+  Args:
+    column_types: spec.raw_column_types().
+
+  Returns:
+    One list column per raw column, of its TFXIO value type.
+  """
+  return pa.schema([(name, pa.list_(TFXIO_TYPES[column_type]))
+                    for name, column_type in column_types.items()])
 
 
 def tensor_adapter_config(column_types: Mapping[str, str]
@@ -140,9 +152,9 @@ def to_tfxio_batch(batch: pa.RecordBatch, column_types: Mapping[str, str],
   """
   offsets = pa.array(np.arange(batch.num_rows + 1, dtype=np.int32))
   arrays = []
-  for name, kind in column_types.items():
+  for name, column_type in column_types.items():
     values = batch.column(name)
-    target = TFXIO_TYPES[kind]
+    target = TFXIO_TYPES[column_type]
     if values.type != target:
       values = pc.cast(values, target)
     arrays.append(pa.ListArray.from_arrays(offsets, values))
@@ -150,7 +162,7 @@ def to_tfxio_batch(batch: pa.RecordBatch, column_types: Mapping[str, str],
 
 
 class SplitAndConvert(beam.DoFn):
-  """Joined batches -> TFXIO batches tagged TRAIN or EVAL."""
+  """Joined batches -> TFXIO batches tagged layout.TRAIN or layout.EVAL."""
 
   def __init__(self, column_types: Mapping[str, str],
                split_key: Optional[Sequence[str]],
@@ -173,14 +185,14 @@ class SplitAndConvert(beam.DoFn):
   def process(self, batch: pa.RecordBatch):
     if self._split_key is None:
       in_eval = batch.column(rows_lib.SPLIT_COLUMN).to_numpy(
-          zero_copy_only=False) == split_id(EVAL)
+          zero_copy_only=False) == split_id(layout.EVAL)
     else:
       in_eval = eval_mask(split_keys(batch, self._split_key),
                           self._eval_fraction,
                           self._seed, self._cache)
     # Only the raw columns travel on; the rest is dropped before filtering.
     batch = batch.select(list(self._column_types))
-    for name, mask in ((TRAIN, ~in_eval), (EVAL, in_eval)):
+    for name, mask in ((layout.TRAIN, ~in_eval), (layout.EVAL, in_eval)):
       if not mask.any():
         continue
       part = batch if mask.all() else batch.filter(pa.array(mask))

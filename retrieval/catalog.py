@@ -16,7 +16,7 @@ and finds rows by token or by title.
 
 import csv
 import io
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
@@ -165,7 +165,7 @@ def find_row(query: str, tokens: Sequence[str],
                            f"precise: {candidates}")
   hint = "" if names else " (pass --names to look items up by title)"
   raise UnknownItemError(f"{query!r} is neither a token of the table nor a "
-                     f"title{hint}")
+                         f"title{hint}")
 
 
 def read_truth_clusters(path: str) -> Dict[str, str]:

@@ -5,8 +5,9 @@
 
 Vectors are L2-normalised first, so clusters group rows by the same cosine
 similarity `embeddings neighbors` uses (spherical k-means). faiss.Kmeans
-does the work: it handles 500K x 32 tables in seconds on two cores, where
-scikit-learn's KMeans (several inits over all rows) takes minutes. Each
+does the work rather than scikit-learn's KMeans: each Lloyd iteration is
+one float32 matrix product of rows against centroids on every core, so
+tables of hundreds of thousands of rows cluster while the user waits. Each
 cluster is listed by size with the members closest to its centroid first.
 """
 
@@ -17,11 +18,14 @@ import io
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence
 
+import faiss
 import numpy as np
+import tensorflow as tf
 
-from core import artifacts
-from retrieval import catalog
+from retrieval import commands
 from retrieval import index as index_lib
+
+COMMAND = "cluster"
 
 
 @dataclasses.dataclass
@@ -64,11 +68,12 @@ def kmeans(vectors: np.ndarray, k: int, iterations: int = 25,
   Raises:
     ValueError: k < 1 or k > n.
   """
-  import faiss  # pylint: disable=g-import-not-at-top
   data = index_lib.normalize(vectors)
   n, d = data.shape
   if not 1 <= k <= n:
     raise ValueError(f"k must be in [1, {n}] for {n} rows, got {k}")
+  # faiss trains on at most max_points_per_centroid rows per cluster; the
+  # bound is raised so that every row takes part.
   model = faiss.Kmeans(d, k, niter=iterations, nredo=restarts, seed=seed,
                        spherical=True, verbose=False,
                        max_points_per_centroid=max(256, n // k + 1))
@@ -101,10 +106,8 @@ def describe(clustering: Clustering, tokens: Sequence[str],
       continue
     lines.append(f"cluster {int(cluster)}: {len(members)} members")
     for row in members[:show]:
-      token = tokens[row]
-      label = names.get(token, "")
-      lines.append(f"    {clustering.similarity[row]:+.3f}  {token:<12}  "
-                   f"{label}".rstrip())
+      lines.append(commands.item_line(
+          f"    {clustering.similarity[row]:+.3f}", tokens[row], names))
     if len(members) > show:
       lines.append(f"    ... {len(members) - show} more")
   return "\n".join(lines)
@@ -121,7 +124,6 @@ def write_assignments(path: str, clustering: Clustering,
     tokens: the clustered rows' tokens.
     names: token -> title; adds the title column when given.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
   header = ["token", "cluster", "similarity"] + (["title"] if names else [])
@@ -140,15 +142,13 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="embeddings cluster",
       description="k-means (cosine) over an embedding table.")
-  parser.add_argument("--embeddings", required=True,
-                      help="export directory or one table's directory")
+  commands.add_embeddings_flag(parser, table_directory=True)
   parser.add_argument("--table", default="movie")
   parser.add_argument("-k", "--clusters", type=int, default=20)
   parser.add_argument("--iterations", type=int, default=25)
   parser.add_argument("--restarts", type=int, default=3)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--names", default=None,
-                      help="id -> title file (u.item, items.csv, id|title)")
+  commands.add_names_flag(parser)
   parser.add_argument("--show", type=int, default=10,
                       help="members listed per cluster")
   parser.add_argument("--output", default=None,
@@ -167,11 +167,10 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
   """
   args = _parser().parse_args(argv)
   try:
-    table = artifacts.load(args.embeddings, args.table)
-  except FileNotFoundError as error:
-    raise SystemExit(f"embeddings cluster: {error}") from None
-  names = catalog.titles(catalog.read_attributes(args.names)
-                         if args.names else None)
+    table = commands.load_table(COMMAND, args.embeddings, args.table)
+  except commands.CommandError as error:
+    raise SystemExit(str(error)) from None
+  names = commands.read_names(args.names)
   rows = table.real_rows
   tokens = [table.tokens[r] for r in rows]
   clustering = kmeans(table.vectors[rows], args.clusters,

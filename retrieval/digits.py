@@ -19,7 +19,13 @@ import sys
 from typing import Dict, Optional, Sequence
 
 import numpy as np
+from sklearn import datasets
+from sklearn import model_selection
+from sklearn import neighbors
+import tensorflow as tf
+import tf_keras as keras
 
+from retrieval import maps
 from retrieval import projector
 
 TABLE = "digits"
@@ -55,9 +61,8 @@ def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray,
   Returns:
     Fraction of test points whose vote matches their label.
   """
-  from sklearn.neighbors import KNeighborsClassifier  # pylint: disable=g-import-not-at-top
-  model = KNeighborsClassifier(n_neighbors=k, metric="cosine",
-                               algorithm="brute")
+  model = neighbors.KNeighborsClassifier(n_neighbors=k, metric="cosine",
+                                         algorithm="brute")
   model.fit(train_x, train_y)
   return float(np.mean(model.predict(test_x) == test_y))
 
@@ -75,15 +80,12 @@ def train(dimension: int = 16, epochs: int = 60, test_fraction: float = 0.3,
   Returns:
     The DigitsEmbedding.
   """
-  import tf_keras as keras  # pylint: disable=g-import-not-at-top
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-  from sklearn.model_selection import train_test_split  # pylint: disable=g-import-not-at-top
-  digits = load_digits()
+  digits = datasets.load_digits()
   images = (digits.images / 16.0).astype(np.float32)
   features = images.reshape(len(images), -1)
   labels = digits.target.astype(np.int64)
   rows = np.arange(len(labels))
-  train_rows, test_rows = train_test_split(
+  train_rows, test_rows = model_selection.train_test_split(
       rows, test_size=test_fraction, stratify=labels, random_state=seed)
   keras.utils.set_random_seed(seed)
   inputs = keras.Input(shape=(features.shape[1],), name="pixels")
@@ -109,7 +111,7 @@ def train(dimension: int = 16, epochs: int = 60, test_fraction: float = 0.3,
 
 
 def export(result: DigitsEmbedding, output: str, k: int = 5,
-           map_method: str = projector.PCA, seed: int = 0) -> Dict:
+           map_method: str = maps.PCA, seed: int = 0) -> Dict:
   """Writes projector files, the map PNG and report.json.
 
   Args:
@@ -123,7 +125,6 @@ def export(result: DigitsEmbedding, output: str, k: int = 5,
     The report: kNN accuracy in the embedding and on raw pixels, the
     classifier's accuracy, file paths.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.io.gfile.makedirs(output)
   train_rows, test_rows = result.train, ~result.train
   pixels = result.images.reshape(len(result.images), -1)
@@ -146,12 +147,12 @@ def export(result: DigitsEmbedding, output: str, k: int = 5,
                "split": ["train" if t else "test" for t in result.train]},
       sprite=result.images)
   report["config"] = projector.export(output, [table])
-  coords = projector.project_2d(result.vectors, map_method, seed)
+  coords = maps.project_2d(result.vectors, map_method, seed)
   report["map"] = os.path.join(output, f"{TABLE}_map.png")
-  projector.plot_map(coords, digits, report["map"],
-                     title=f"digits: {projector.METHOD_NAMES[map_method]} of "
-                           f"the {result.vectors.shape[1]}-d embedding",
-                     legend_title="digit")
+  maps.plot_map(coords, digits, report["map"],
+                title=f"digits: {maps.METHOD_NAMES[map_method]} of the "
+                      f"{result.vectors.shape[1]}-d embedding",
+                legend_title="digit")
   with tf.io.gfile.GFile(os.path.join(output, "report.json"), "w") as handle:
     handle.write(json.dumps(report, indent=2) + "\n")
   return report
@@ -165,8 +166,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--dimension", type=int, default=16)
   parser.add_argument("--epochs", type=int, default=60)
   parser.add_argument("-k", "--neighbors", type=int, default=5)
-  parser.add_argument("--map_method", choices=projector.MAP_METHODS,
-                      default=projector.TSNE)
+  parser.add_argument("--map_method", choices=maps.MAP_METHODS,
+                      default=maps.TSNE)
   parser.add_argument("--seed", type=int, default=0)
   return parser
 

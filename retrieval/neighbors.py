@@ -6,7 +6,7 @@
 looks the item up by token or title, searches the table's real rows (OOV
 buckets are never returned) and prints rank, similarity, token and title.
 Small tables are searched exactly; tables above `--approximate_above` rows
-use the calibrated faiss IVF index of retrieval/index.py (or force either
+use the calibrated faiss IVF index of retrieval/approximate.py (or force either
 with --exact / --approximate).
 
 `neighbor_precision` measures how well a table recovers known groups (the
@@ -22,8 +22,12 @@ from typing import List, Mapping, Optional, Sequence
 import numpy as np
 
 from core import artifacts
+from retrieval import approximate as approximate_lib
 from retrieval import catalog
+from retrieval import commands
 from retrieval import index as index_lib
+
+COMMAND = "neighbors"
 
 
 def neighbors(table: artifacts.EmbeddingTable, rows: Sequence[int], k: int,
@@ -43,7 +47,7 @@ def neighbors(table: artifacts.EmbeddingTable, rows: Sequence[int], k: int,
     Per query row, a list of (row, cosine similarity), most similar first.
   """
   candidates = table.real_rows
-  search_index = index_lib.build_index(table.vectors[candidates],
+  search_index = approximate_lib.build_index(table.vectors[candidates],
                                        approximate=approximate,
                                        threshold=approximate_above)
   queries = table.vectors[np.asarray(rows, dtype=np.int64)]
@@ -88,7 +92,7 @@ def neighbor_precision(vectors: np.ndarray, tokens: Sequence[str],
   sub = np.asarray(vectors, dtype=np.float32)[rows]
   own = np.arange(len(rows))
   if approximate:
-    search_index = index_lib.ApproximateIndex(sub)
+    search_index = approximate_lib.ApproximateIndex(sub)
     search_index.calibrate()
     _, found = search_index.search(sub, k + 1)
     # Drop each item's own row; a slot the index left empty (-1) or the
@@ -125,9 +129,8 @@ def format_results(table: artifacts.EmbeddingTable, query_row: int,
   heading = f"nearest neighbours of {token}" + (f" ({title})" if title else "")
   lines = [f"{heading} in table {table.name!r}, by cosine similarity:"]
   for rank, (row, score) in enumerate(results, 1):
-    neighbour = table.tokens[row]
-    label = names.get(neighbour, "")
-    lines.append(f"{rank:>4}  {score:+.4f}  {neighbour:<12}  {label}".rstrip())
+    lines.append(commands.item_line(f"{rank:>4}  {score:+.4f}",
+                                    table.tokens[row], names))
   return "\n".join(lines)
 
 
@@ -135,16 +138,12 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="embeddings neighbors",
       description="Nearest neighbours of items by cosine similarity.")
-  parser.add_argument("--embeddings", required=True,
-                      help="export directory (embeddings export --output) or "
-                           "one table's directory")
+  commands.add_embeddings_flag(parser, table_directory=True)
   parser.add_argument("--table", default="movie", help="feature name")
   parser.add_argument("--item", action="append", required=True,
                       help="token or title to look up (repeatable)")
   parser.add_argument("-k", "--top_k", type=int, default=10)
-  parser.add_argument("--names", default=None,
-                      help="id -> title file: MovieLens u.item, items.csv, "
-                           "or id|title")
+  commands.add_names_flag(parser)
   search = parser.add_mutually_exclusive_group()
   search.add_argument("--exact", dest="approximate", action="store_false",
                       default=None, help="always search exactly")
@@ -155,6 +154,20 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--json", action="store_true",
                       help="print one JSON object per query instead")
   return parser
+
+
+def _query_rows(queries: Sequence[str], table: artifacts.EmbeddingTable,
+                names: Mapping[str, str]) -> List[int]:
+  """The real row each query (a token or a title) names.
+
+  Raises:
+    CommandError: a query names no row or several (status 1).
+  """
+  try:
+    return [catalog.find_row(query, table.tokens, names, table.real_rows)
+            for query in queries]
+  except catalog.UnknownItemError as error:
+    raise commands.CommandError(COMMAND, error, 1) from None
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
@@ -168,18 +181,11 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
   """
   args = _parser().parse_args(argv)
   try:
-    table = artifacts.load(args.embeddings, args.table)
-  except FileNotFoundError as error:
-    print(f"embeddings neighbors: {error}", file=sys.stderr)
-    return 2
-  names = catalog.titles(catalog.read_attributes(args.names)
-                         if args.names else None)
-  try:
-    rows = [catalog.find_row(item, table.tokens, names, table.real_rows)
-            for item in args.item]
-  except catalog.UnknownItemError as error:
-    print(f"embeddings neighbors: {error}", file=sys.stderr)
-    return 1
+    table = commands.load_table(COMMAND, args.embeddings, args.table)
+    names = commands.read_names(args.names)
+    rows = _query_rows(args.item, table, names)
+  except commands.CommandError as error:
+    return commands.report(error)
   results = neighbors(table, rows, args.top_k, approximate=args.approximate,
                       approximate_above=args.approximate_above)
   for row, found in zip(rows, results):

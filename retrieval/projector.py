@@ -16,6 +16,7 @@ writes into the output directory (a TensorBoard log directory):
       projector expects
   projector_config.pbtxt   written with tensorboard.plugins.projector
   <table>_map.png   a 2-D PCA (or t-SNE) map coloured by a label column
+      (retrieval/maps.py)
 
 Only real rows are exported (no OOV buckets). Extra label columns come from
 id -> attribute files: --names (u.item, items.csv) and --labels (e.g. the
@@ -25,31 +26,26 @@ user files can be passed together for several tables.
 """
 
 import argparse
-import collections
 import dataclasses
 import os
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from matplotlib import image as image_lib
 import numpy as np
+import tensorflow as tf
 
 from core import artifacts
 from retrieval import catalog
-from retrieval import index as index_lib
+from retrieval import commands
+from retrieval import maps
+
+COMMAND = "projector"
 
 CHECKPOINT = "checkpoint"
 TSV = "tsv"
 TENSOR_FORMATS = (CHECKPOINT, TSV)
 CHECKPOINT_PREFIX = "embeddings.ckpt"
-PCA = "pca"
-TSNE = "tsne"
-MAP_METHODS = (PCA, TSNE)
-METHOD_NAMES = {PCA: "PCA", TSNE: "t-SNE"}
-# Colours for the most frequent labels; the rest are drawn grey as "other",
-# so the palette has no grey of its own (tab10's grey would look like it).
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-           "#e377c2", "#bcbd22", "#17becf", "#000080", "#808000", "#ff1493")
-MAX_LEGEND = len(PALETTE)
 
 
 @dataclasses.dataclass
@@ -117,6 +113,56 @@ def _sprite_image(images: np.ndarray) -> np.ndarray:
   return np.clip(sheet, 0.0, 1.0)
 
 
+def _write_table(logdir: str, table: ProjectorTable, embedding,
+                 tensor_format: str) -> Optional[tf.Variable]:
+  """Writes one table's files and describes them in its config entry.
+
+  Args:
+    logdir: the log directory.
+    table: the table.
+    embedding: the table's ProjectorConfig.embeddings entry, filled here.
+    tensor_format: CHECKPOINT or TSV.
+
+  Returns:
+    The table as a variable for the shared checkpoint (CHECKPOINT), else
+    None (its vectors went to a TSV).
+
+  Raises:
+    ValueError: a column does not match the rows.
+  """
+  vectors = np.asarray(table.vectors, dtype=np.float32)
+  for column, values in table.columns.items():
+    if len(values) != vectors.shape[0]:
+      raise ValueError(f"table {table.name!r}: column {column!r} has "
+                       f"{len(values)} values for {vectors.shape[0]} rows")
+  variable = None
+  if tensor_format == CHECKPOINT:
+    variable = tf.Variable(vectors, name=table.name)
+    embedding.tensor_name = tensor_name(table.name)
+  else:
+    tensor_file = f"{table.name}_tensor.tsv"
+    with tf.io.gfile.GFile(os.path.join(logdir, tensor_file), "w") as f:
+      f.write("".join("\t".join(f"{x:.9g}" for x in row) + "\n"
+                      for row in vectors))
+    embedding.tensor_name = table.name
+    embedding.tensor_path = tensor_file
+  if table.columns:
+    metadata_file = f"{table.name}_metadata.tsv"
+    with tf.io.gfile.GFile(os.path.join(logdir, metadata_file), "w") as f:
+      f.write(metadata_tsv(table.columns))
+    embedding.metadata_path = metadata_file
+  if table.sprite is not None:
+    sprite_file = f"{table.name}_sprite.png"
+    sheet = _sprite_image(np.asarray(table.sprite, dtype=np.float32))
+    image_lib.imsave(os.path.join(logdir, sprite_file), sheet,
+                     cmap="gray_r" if sheet.ndim == 2 else None, vmin=0,
+                     vmax=1)
+    embedding.sprite.image_path = sprite_file
+    embedding.sprite.single_image_dim.extend(
+        [int(table.sprite.shape[2]), int(table.sprite.shape[1])])
+  return variable
+
+
 def export(logdir: str, tables: Sequence[ProjectorTable],
            tensor_format: str = CHECKPOINT) -> str:
   """Writes the projector files for some tables into a log directory.
@@ -134,8 +180,10 @@ def export(logdir: str, tables: Sequence[ProjectorTable],
     ValueError: an unknown format, duplicate names, or columns that do not
       match the rows.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorboard.plugins import projector  # pylint: disable=g-import-not-at-top
+  # tensorboard is optional (TensorFlow does not install it): only writing
+  # the projector config needs it, and the module imports without it.
+  # pylint: disable-next=g-import-not-at-top
+  from tensorboard.plugins import projector
   if tensor_format not in TENSOR_FORMATS:
     raise ValueError(f"tensor_format must be one of {TENSOR_FORMATS}, got "
                      f"{tensor_format!r}")
@@ -146,144 +194,15 @@ def export(logdir: str, tables: Sequence[ProjectorTable],
   config = projector.ProjectorConfig()
   variables = {}
   for table in tables:
-    vectors = np.asarray(table.vectors, dtype=np.float32)
-    for column, values in table.columns.items():
-      if len(values) != vectors.shape[0]:
-        raise ValueError(f"table {table.name!r}: column {column!r} has "
-                         f"{len(values)} values for {vectors.shape[0]} rows")
-    embedding = config.embeddings.add()
-    if tensor_format == CHECKPOINT:
-      variables[table.name] = tf.Variable(vectors, name=table.name)
-      embedding.tensor_name = tensor_name(table.name)
-    else:
-      tensor_file = f"{table.name}_tensor.tsv"
-      with tf.io.gfile.GFile(os.path.join(logdir, tensor_file), "w") as f:
-        f.write("".join("\t".join(f"{x:.9g}" for x in row) + "\n"
-                        for row in vectors))
-      embedding.tensor_name = table.name
-      embedding.tensor_path = tensor_file
-    if table.columns:
-      metadata_file = f"{table.name}_metadata.tsv"
-      with tf.io.gfile.GFile(os.path.join(logdir, metadata_file), "w") as f:
-        f.write(metadata_tsv(table.columns))
-      embedding.metadata_path = metadata_file
-    if table.sprite is not None:
-      import matplotlib  # pylint: disable=g-import-not-at-top
-      matplotlib.use("Agg")
-      from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-      sprite_file = f"{table.name}_sprite.png"
-      sheet = _sprite_image(np.asarray(table.sprite, dtype=np.float32))
-      plt.imsave(os.path.join(logdir, sprite_file), sheet,
-                 cmap="gray_r" if sheet.ndim == 2 else None, vmin=0, vmax=1)
-      embedding.sprite.image_path = sprite_file
-      embedding.sprite.single_image_dim.extend(
-          [int(table.sprite.shape[2]), int(table.sprite.shape[1])])
+    variable = _write_table(logdir, table, config.embeddings.add(),
+                            tensor_format)
+    if variable is not None:
+      variables[table.name] = variable
   if variables:
     checkpoint = tf.train.Checkpoint(**variables)
     checkpoint.save(os.path.join(logdir, CHECKPOINT_PREFIX))
   projector.visualize_embeddings(logdir, config)
   return os.path.join(logdir, "projector_config.pbtxt")
-
-
-def project_2d(vectors: np.ndarray, method: str = PCA,
-               seed: int = 0) -> np.ndarray:
-  """2-D coordinates of the (L2-normalised) rows.
-
-  Args:
-    vectors: [n, d].
-    method: "pca" or "tsne".
-    seed: random seed (t-SNE, randomized PCA).
-
-  Returns:
-    float32 [n, 2].
-  """
-  data = index_lib.normalize(vectors)
-  if data.shape[1] < 2:
-    return np.pad(data, ((0, 0), (0, 2 - data.shape[1])))
-  if method == TSNE:
-    from sklearn import manifold  # pylint: disable=g-import-not-at-top
-    perplexity = float(min(30, max(2, (len(data) - 1) // 3)))
-    coords = manifold.TSNE(n_components=2, init="pca", random_state=seed,
-                  perplexity=perplexity).fit_transform(data)
-  elif method == PCA:
-    from sklearn import decomposition  # pylint: disable=g-import-not-at-top
-    coords = decomposition.PCA(n_components=2, random_state=seed).fit_transform(data)
-  else:
-    raise ValueError(f"method must be one of {MAP_METHODS}, got {method!r}")
-  return coords.astype(np.float32)
-
-
-def plot_map(coords: np.ndarray, labels: Sequence[str], path: str,
-             title: str = "", legend_title: str = "") -> Dict[str, int]:
-  """Draws a 2-D scatter map coloured by label into a PNG.
-
-  Args:
-    coords: [n, 2] positions.
-    labels: one label per point; the MAX_LEGEND most frequent get colours,
-      the rest are grey "other".
-    path: the PNG to write (any tf.io.gfile path).
-    title: plot title.
-    legend_title: the legend's heading (the label column).
-
-  Returns:
-    Label -> points drawn in its colour (plus "other" when used).
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  labels = [str(label) for label in labels]
-  if len(labels) != len(coords):
-    raise ValueError(f"{len(labels)} labels for {len(coords)} points")
-  counts = collections.Counter(labels)
-  shown = [label for label, _ in counts.most_common(MAX_LEGEND)]
-  if len(shown) == len(counts):
-    shown.sort(key=_natural_key)
-  figure, axes = plt.subplots(figsize=(8, 8), dpi=100)
-  drawn = {}
-  size = max(2.0, min(30.0, 20000.0 / max(1, len(coords))))
-  others = np.array([label not in shown for label in labels])
-  if others.any():
-    axes.scatter(coords[others, 0], coords[others, 1], s=size, c="#c8c8c8",
-                 label=f"other ({int(others.sum())})", linewidths=0)
-    drawn["other"] = int(others.sum())
-  for i, label in enumerate(shown):
-    mask = np.array([value == label for value in labels])
-    axes.scatter(coords[mask, 0], coords[mask, 1], s=size,
-                 color=PALETTE[i], label=f"{label} ({counts[label]})",
-                 linewidths=0, alpha=0.85)
-    drawn[label] = int(mask.sum())
-  axes.set_title(title)
-  axes.set_xticks([])
-  axes.set_yticks([])
-  axes.legend(title=legend_title or None, loc="best", fontsize="small",
-              markerscale=max(1.0, 6.0 / size ** 0.5), framealpha=0.8)
-  figure.tight_layout()
-  with tf.io.gfile.GFile(path, "wb") as handle:
-    figure.savefig(handle, format="png")
-  plt.close(figure)
-  return drawn
-
-
-def _natural_key(label: str):
-  """Sorts "2" before "10" and numbers before words."""
-  try:
-    return (0, float(label), label)
-  except ValueError:
-    return (1, 0.0, label)
-
-
-def first_value(value: str, separator: str = "|") -> str:
-  """The first of a multi-valued cell.
-
-  Args:
-    value: a cell, e.g. "Action|Comedy".
-    separator: what separates the values.
-
-  Returns:
-    The first value ("Action"), or "" for an empty cell.
-  """
-  return str(value).split(separator)[0] if value else ""
 
 
 def table_columns(table: artifacts.EmbeddingTable, rows: Sequence[int],
@@ -301,7 +220,7 @@ def table_columns(table: artifacts.EmbeddingTable, rows: Sequence[int],
   """
   tokens = [table.tokens[r] for r in rows]
   columns: Dict[str, List[str]] = {"token": tokens}
-  labels = [(table.labels or table.tokens)[r] for r in rows]
+  labels = [table.labels[r] for r in rows]
   if labels != tokens:
     columns["label"] = labels
   for path in attribute_files:
@@ -329,14 +248,12 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="embeddings projector",
       description="TensorBoard Embedding Projector files and a 2-D map PNG.")
-  parser.add_argument("--embeddings", required=True,
-                      help="export directory (embeddings export --output)")
+  commands.add_embeddings_flag(parser, table_directory=False)
   parser.add_argument("--table", action="append", default=None,
                       help="feature to export (repeatable; default movie)")
   parser.add_argument("--output", required=True,
                       help="log directory to write (tensorboard --logdir)")
-  parser.add_argument("--names", default=None,
-                      help="id -> title file (u.item, items.csv)")
+  commands.add_names_flag(parser)
   parser.add_argument("--labels", action="append", default=[],
                       help="more id -> label files, e.g. truth/"
                            "item_clusters.csv (repeatable)")
@@ -344,7 +261,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="metadata column colouring the map (default: "
                            "cluster, genres or label when present); a "
                            "multi-valued cell uses its first value")
-  parser.add_argument("--map_method", choices=MAP_METHODS, default=PCA)
+  parser.add_argument("--map_method", choices=maps.MAP_METHODS,
+                      default=maps.PCA)
   parser.add_argument("--max_points", type=int, default=20000,
                       help="points drawn on the map (a seeded sample)")
   parser.add_argument("--tensor_format", choices=TENSOR_FORMATS,
@@ -368,9 +286,9 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, str]:
   rng = np.random.default_rng(args.seed)
   for name in args.table or ["movie"]:
     try:
-      table = artifacts.load(args.embeddings, name)
-    except FileNotFoundError as error:
-      raise SystemExit(f"embeddings projector: {error}") from None
+      table = commands.load_table(COMMAND, args.embeddings, name)
+    except commands.CommandError as error:
+      raise SystemExit(str(error)) from None
     rows = table.real_rows
     columns = table_columns(table, rows, attribute_files)
     exported.append(ProjectorTable(name=table.name,
@@ -378,19 +296,21 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, str]:
                                    columns=columns))
     color = args.color_by or _default_color(columns)
     if color not in columns:
-      raise SystemExit(f"embeddings projector: --color_by {color!r} is not a "
-                       f"metadata column of {table.name!r}: {list(columns)}")
+      raise SystemExit(f"embeddings {COMMAND}: --color_by {color!r} is not "
+                       f"a metadata column of {table.name!r}: "
+                       f"{list(columns)}")
     sample = np.arange(len(rows))
     if len(sample) > args.max_points:
       sample = np.sort(rng.choice(len(rows), args.max_points, replace=False))
-    coords = project_2d(table.vectors[rows][sample], args.map_method,
+    coords = maps.project_2d(table.vectors[rows][sample], args.map_method,
                         args.seed)
     png = os.path.join(args.output, f"{table.name}_map.png")
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.io.gfile.makedirs(args.output)
-    plot_map(coords, [first_value(columns[color][i]) for i in sample], png,
-             title=f"{table.name}: {METHOD_NAMES[args.map_method]} of "
-                   f"{len(sample)} rows", legend_title=color)
+    maps.plot_map(coords, [maps.first_value(columns[color][i])
+                           for i in sample], png,
+                  title=f"{table.name}: "
+                        f"{maps.METHOD_NAMES[args.map_method]} of "
+                        f"{len(sample)} rows", legend_title=color)
     written[f"{table.name}_map"] = png
   written["config"] = export(args.output, exported, args.tensor_format)
   for kind, path in written.items():

@@ -6,11 +6,11 @@
 A matrix-factorisation model predicts mu + b_user + b_item + user . item, so
 for one user the items rank by `user . item + b_item` (mu and b_user do not
 change the order). The item bias is used when the export holds one (a
-one-column table `bias_<item>`, see catalog.find_bias); the printed score is
-that ranking score. Items in the user's ratings (`--seen`) and OOV rows are
-never recommended. Every user is scored against every item exactly
+one-column table `bias_<item>`, see core.artifacts.find_bias); the printed
+score is that ranking score. Items in the user's ratings (`--seen`) and OOV
+rows are never recommended. Every user is scored against every item exactly
 (retrieval/index.py); for all users at once use the Beam job
-`embeddings recommend-batch` (pipelines/recommend.py).
+`embeddings recommend-batch` (workflows/recommend_batch.py).
 """
 
 import argparse
@@ -20,11 +20,13 @@ import sys
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 import numpy as np
+import tensorflow as tf
 
 from core import artifacts
-from retrieval import catalog
+from retrieval import commands
 from retrieval import index as index_lib
 
+COMMAND = "recommend"
 USER_COLUMN = "user_id"
 ITEM_COLUMN = "item_id"
 
@@ -61,7 +63,6 @@ def read_seen(path: str, users: Optional[Iterable[str]] = None,
   Raises:
     ValueError: a header without the named columns, or a short line.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   wanted = None if users is None else set(users)
   seen: Dict[str, Set[str]] = {}
   with tf.io.gfile.GFile(path, "r") as text:
@@ -191,8 +192,7 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="embeddings recommend",
       description="Top-k unrated items for a few users.")
-  parser.add_argument("--embeddings", required=True,
-                      help="export directory (embeddings export --output)")
+  commands.add_embeddings_flag(parser, table_directory=False)
   parser.add_argument("--users", required=True,
                       help="comma-separated user tokens")
   parser.add_argument("-k", "--top_k", type=int, default=10)
@@ -203,8 +203,7 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--item_table", default="movie")
   parser.add_argument("--no_bias", action="store_true",
                       help="ignore an exported item bias table")
-  parser.add_argument("--names", default=None,
-                      help="id -> title file (u.item, items.csv, id|title)")
+  commands.add_names_flag(parser)
   parser.add_argument("--json", action="store_true",
                       help="one JSON object per user")
   return parser
@@ -222,22 +221,22 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
   args = _parser().parse_args(argv)
   users = [u.strip() for u in args.users.split(",") if u.strip()]
   try:
-    user_table = artifacts.load(args.embeddings, args.user_table)
-    item_table = artifacts.load(args.embeddings, args.item_table)
-  except FileNotFoundError as error:
-    print(f"embeddings recommend: {error}", file=sys.stderr)
-    return 2
+    user_table = commands.load_table(COMMAND, args.embeddings,
+                                     args.user_table)
+    item_table = commands.load_table(COMMAND, args.embeddings,
+                                     args.item_table)
+  except commands.CommandError as error:
+    return commands.report(error)
   bias = None if args.no_bias else artifacts.find_bias(args.embeddings,
-                                                     item_table)
+                                                       item_table)
   seen = read_seen(args.seen, users) if args.seen else None
-  names = catalog.titles(catalog.read_attributes(args.names)
-                         if args.names else None)
+  names = commands.read_names(args.names)
   try:
     results = recommend_for(users, user_table, item_table, args.top_k,
                             seen=seen, item_bias=bias)
   except KeyError as error:
-    print(f"embeddings recommend: {error.args[0]}", file=sys.stderr)
-    return 1
+    # recommend_for's one KeyError: users missing from the user table.
+    return commands.report(commands.CommandError(COMMAND, error.args[0], 1))
   for result in results:
     if args.json:
       print(json.dumps({**result, "titles": [names.get(t) for t in
@@ -249,8 +248,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
           f"{' + item bias' if bias is not None else ''}):")
     for rank, (item, score) in enumerate(zip(result["items"],
                                              result["scores"]), 1):
-      print(f"{rank:>4}  {score:+.4f}  {item:<12}  "
-            f"{names.get(item, '')}".rstrip())
+      print(commands.item_line(f"{rank:>4}  {score:+.4f}", item, names))
   return 0
 
 

@@ -67,7 +67,7 @@ def synthetic_preprocessed(synthetic_data, tmp_path_factory) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Trainer fixtures (issue 3): one trained model shared by the trainer tests.
+# Trainer fixtures: one trained model shared by the trainer tests.
 # ---------------------------------------------------------------------------
 
 TRAINED_ML100K_FLAGS = (

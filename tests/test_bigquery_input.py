@@ -28,10 +28,14 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipelines import counts as counts_lib
+from pipelines import inputs
+from pipelines import parsers
 from pipelines import preprocess
 from pipelines import rows as rows_lib
 from pipelines import runners
 from pipelines import sources
+from pipelines import steps
 from transforms import loader
 from transforms import spec as spec_lib
 
@@ -263,17 +267,17 @@ def test_check_inputs_skips_bigquery_tables_and_still_checks_files(tmp_path):
   users.write_text("u1,20\n")
   raw["inputs"]["users"]["path"] = str(users)
   spec = loader.parse_spec(raw)
-  assert sources.check_inputs(spec) == {
+  assert inputs.check_inputs(spec) == {
       "ratings": {"paths": [], "header": None},
       "users": {"paths": [str(users)], "header": None}}
-  rules = preprocess.plan_inputs(spec)
+  rules = inputs.plan_inputs(spec)
   assert rules["ratings"].columns == ("user_id", "item_id", "rating", "ts",
                                       "genres")
   assert rules["ratings"].nonempty == {"user_id", "item_id"}
   users.write_text("")
-  with pytest.raises(sources.InputError,
+  with pytest.raises(inputs.InputError,
                      match="input 'users': every file matching"):
-    sources.check_inputs(spec)
+    inputs.check_inputs(spec)
 
 
 def _options(*args):
@@ -282,41 +286,41 @@ def _options(*args):
 
 def test_bigquery_reads_need_a_gcs_temp_location_and_a_project():
   spec = loader.parse_spec(_base())
-  with pytest.raises(sources.InputError) as error:
-    sources.check_bigquery_options(spec, _options("--project", "p"))
+  with pytest.raises(inputs.InputError) as error:
+    inputs.check_bigquery_options(spec, _options("--project", "p"))
   assert str(error.value) == (
       "input 'ratings': a BigQuery read exports to Cloud Storage; give "
       "--temp_location gs://BUCKET/PATH (got None)")
-  with pytest.raises(sources.InputError) as error:
-    sources.check_bigquery_options(
+  with pytest.raises(inputs.InputError) as error:
+    inputs.check_bigquery_options(
         spec, _options("--project", "p", "--temp_location", "/tmp/beam"))
   assert "(got '/tmp/beam')" in str(error.value)
-  with pytest.raises(sources.InputError) as error:
-    sources.check_bigquery_options(
+  with pytest.raises(inputs.InputError) as error:
+    inputs.check_bigquery_options(
         spec, _options("--temp_location", "gs://b/tmp"))
   assert str(error.value) == (
       "input 'ratings': a BigQuery query runs its jobs in --project; give "
       "--project PROJECT")
-  sources.check_bigquery_options(
+  inputs.check_bigquery_options(
       spec, _options("--temp_location", "gs://b/tmp", "--project", "p"))
 
   raw = _base()
   del _ratings(raw)["query"]
   _ratings(raw)["table"] = "ml.ratings"
-  with pytest.raises(sources.InputError) as error:
-    sources.check_bigquery_options(loader.parse_spec(raw),
-                                   _options("--temp_location", "gs://b/t"))
+  with pytest.raises(inputs.InputError) as error:
+    inputs.check_bigquery_options(loader.parse_spec(raw),
+                                  _options("--temp_location", "gs://b/t"))
   assert str(error.value) == (
       "input 'ratings': a BigQuery table without a project runs its jobs in "
       "--project; give --project PROJECT")
   _ratings(raw)["table"] = "my-project:ml.ratings"
-  sources.check_bigquery_options(loader.parse_spec(raw),
-                                 _options("--temp_location", "gs://b/t"))
+  inputs.check_bigquery_options(loader.parse_spec(raw),
+                                _options("--temp_location", "gs://b/t"))
   # File inputs need neither.
   raw = _base()
   _ratings(raw).pop("query")
   _ratings(raw).update(format="csv", path="r.csv")
-  sources.check_bigquery_options(loader.parse_spec(raw), _options())
+  inputs.check_bigquery_options(loader.parse_spec(raw), _options())
 
 
 def _display_data(transform):
@@ -417,7 +421,7 @@ def _ratings_rules():
   raw = _base()
   del raw["inputs"]["users"], raw["joins"]
   raw["features"] = [f for f in raw["features"] if f["name"] != "age"]
-  return preprocess.plan_inputs(loader.parse_spec(raw))["ratings"]
+  return inputs.plan_inputs(loader.parse_spec(raw))["ratings"]
 
 
 def _raw_json(row):
@@ -447,8 +451,7 @@ def test_bigquery_rows_parse_into_batches_and_dead_letters():
     raw = (pipeline
            | "BigQueryRows" >> beam.Create(rows)
            | "BatchRows" >> sources.BatchRowDicts(batch_size=5))
-    parsed = preprocess.parse_table(raw, spec_lib.BIGQUERY, rules, None,
-                                    "Main")
+    parsed = steps.parse_table(raw, spec_lib.BIGQUERY, rules, None, "Main")
     assert_that(parsed.rows | "Typed" >> beam.FlatMap(_typed_rows),
                 equal_to(good), label="Rows")
     schemas_ok = (parsed.rows
@@ -462,7 +465,7 @@ def test_bigquery_rows_parse_into_batches_and_dead_letters():
     written = parsed.rows | "Written" >> beam.Map(
         lambda batch: (("rows_out", "ratings"), batch.num_rows))
     rejected = parsed.dead_letters | "CountDead" >> beam.ParDo(
-        preprocess.CountDeadLetters())
+        steps.CountDeadLetters())
     counts = ((parsed.counts, written, rejected)
               | "AllCounts" >> beam.Flatten()
               | "Sum" >> beam.CombinePerKey(sum))
@@ -480,21 +483,21 @@ def test_bigquery_rows_parse_into_batches_and_dead_letters():
 
 def test_parse_row_dicts_reconciles_without_beam():
   rules = _ratings_rules()
-  batch, letters, read = rows_lib.parse_row_dicts(
+  batch, letters, read = parsers.parse_row_dicts(
       rules, [row for row, _, _ in BQ_ROWS])
   assert read == 12 == batch.num_rows + len(letters)
   assert batch.schema.equals(rules.schema)
   assert batch.column("ts").to_pylist() == [881250949, 881250950, 881250951,
                                             881250953]
-  summary = preprocess.summarize_counts(
+  summary = counts_lib.summarize_counts(
       {("read", "ratings"): read, ("written", "train"): batch.num_rows,
        **{("rejected", "ratings", reason): sum(
            1 for l in letters if l["reason"] == reason)
           for reason in {l["reason"] for l in letters}}}, ["ratings"])
   assert summary["rows_rejected_total"] == {"ratings": 8}
-  with pytest.raises(preprocess.RejectedRowsError,
+  with pytest.raises(counts_lib.RejectedRowsError,
                      match=r"input 'ratings': 8 of 12 rows \(66.67%\)"):
-    preprocess.check_rejections(summary, "ratings", 0.5)
+    counts_lib.check_rejections(summary, "ratings", 0.5)
 
 
 # --- the Dataflow job, built offline ---------------------------------------
@@ -585,7 +588,7 @@ def test_dataflow_job_with_bigquery_fails_fast_without_project(tmp_path):
   spec_path.write_text(yaml.safe_dump(raw))
   # The dataflow preset insists on --project itself; a DirectRunner job
   # with a BigQuery table that names no project is refused by our check.
-  with pytest.raises(sources.InputError) as error:
+  with pytest.raises(inputs.InputError) as error:
     preprocess.run(["--spec", str(spec_path), "--env",
                     "BQ_DATASET=my-project.movielens",
                     "--output", str(tmp_path / "out"),
@@ -600,13 +603,3 @@ def test_dataflow_job_with_bigquery_fails_fast_without_project(tmp_path):
         "--spec", str(spec_path), "--env", "BQ_DATASET=my-project.movielens",
         "--output", "gs://b/out", "--preset", "dataflow",
         "--region", "us-central1", "--temp_location", "gs://b/tmp"])
-
-
-def test_retrain_refuses_a_bigquery_spec_with_the_reason():
-  from workflows import retrain
-  spec = loader.load_spec(BQ_CONFIG, {"BQ_DATASET": "my-project.movielens"})
-  with pytest.raises(retrain.RetrainError) as error:
-    retrain.holdout_rows(spec, max_rows=10)
-  assert str(error.value) == (
-      "input 'ratings' is read from BigQuery; retrain reads each window's "
-      "held-out rows from the window's files (--data_pattern)")

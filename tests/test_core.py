@@ -13,11 +13,11 @@ from core import layout
 
 
 def test_join_spells_local_and_object_store_paths():
-  assert files.join("out", "a", "b.txt") == os.path.join("out", "a", "b.txt")
-  assert files.join("gs://bucket/run", "train", "part") == (
+  assert layout.join("out", "a", "b.txt") == os.path.join("out", "a", "b.txt")
+  assert layout.join("gs://bucket/run", "train", "part") == (
       "gs://bucket/run/train/part")
-  assert files.split("gs://bucket/run/") == ("gs://bucket", "run")
-  parent, name = files.split("out/run")
+  assert layout.split("gs://bucket/run/") == ("gs://bucket", "run")
+  parent, name = layout.split("out/run")
   assert name == "run" and parent == os.path.abspath("out")
 
 
@@ -123,3 +123,25 @@ def test_bad_flag_values_name_the_flag():
   args = _parser().parse_args(["--spec", "s", "--dims", "user"])
   with pytest.raises(ValueError, match="--dims: expected key=value"):
     flags.values_from_args(_Options, args)
+
+
+class _Refused(ValueError):
+  pass
+
+
+def _refuse(text):
+  raise _Refused(f"cannot use {text!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Parsed:
+  words: Tuple[str, ...] = flags.option((), help="words", parse=_refuse)
+
+
+def test_parse_errors_keep_their_type_and_defaults_are_not_parsed():
+  parser = argparse.ArgumentParser()
+  flags.add_flags(parser, _Parsed)
+  assert flags.values_from_args(_Parsed, parser.parse_args([])) == {
+      "words": ()}
+  with pytest.raises(_Refused, match="--words: cannot use 'a b'"):
+    flags.values_from_args(_Parsed, parser.parse_args(["--words", "a b"]))

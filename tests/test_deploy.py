@@ -214,9 +214,9 @@ def _readme_commands(prefix):
 
 
 def test_readme_beam_commands_validate_offline():
+  from pipelines import inputs
   from pipelines import preprocess
   from pipelines import runners
-  from pipelines import sources
   from transforms import spec as spec_lib
   from apache_beam.options import pipeline_options as beam_options
   commands = (_readme_commands("embeddings preprocess")
@@ -240,7 +240,7 @@ def test_readme_beam_commands_validate_offline():
       # BigQuery dataset) are not paths.
       assert all(v.startswith("gs://") for _, v in env if "/" in v), command
       spec = loader.load_spec(os.path.join(REPO, known.spec), dict(env))
-      sources.check_bigquery_options(spec, options)
+      inputs.check_bigquery_options(spec, options)
   assert runners_seen == {"DataflowRunner", "FlinkRunner"}
 
 
@@ -493,10 +493,11 @@ def test_every_schedule_runs_the_same_retrain_command():
   for name, command in commands.items():
     assert command == reference, name
   from workflows import retrain
+  from workflows import windows
   options = retrain.options_from_args(reference[2:] + ["--window",
                                                        "2024-01-07"])
   assert options.data_pattern.count("{date}") == 1
-  assert retrain.window_path(options.data_pattern, options.window) == (
+  assert windows.window_path(options.data_pattern, options.window) == (
       "/data/ratings/2024-01-07")
 
 
@@ -561,14 +562,17 @@ def dataflow_job(tmp_path_factory):
   if not os.path.exists(os.path.join(ML100K_DIR, "u1.base")):
     pytest.skip(f"MovieLens 100K not found in {ML100K_DIR}")
   from deploy import dataflow_job as dataflow_job_lib
+  from pipelines import preprocess
   job_file = str(tmp_path_factory.mktemp("dataflow") / "job.json")
-  built = dataflow_job_lib.build_preprocess_job([
-      "--spec", os.path.join(REPO, "configs", "movielens100k.yaml"),
-      "--env", f"ML100K_DIR={ML100K_DIR}",
-      "--output", "gs://my-bucket/ml100k/preprocessed",
-      "--preset", "dataflow", "--project", "my-project",
-      "--region", "us-central1", "--temp_location", "gs://my-bucket/tmp",
-      "--no_auth", "--dataflow_job_file", job_file])
+  # The typed entry point; tests/test_bigquery_input.py builds its job from
+  # a command line.
+  built = dataflow_job_lib.build_job(preprocess.PreprocessOptions(
+      spec=os.path.join(REPO, "configs", "movielens100k.yaml"),
+      output="gs://my-bucket/ml100k/preprocessed",
+      env=(("ML100K_DIR", ML100K_DIR),)), [
+          "--preset", "dataflow", "--project", "my-project",
+          "--region", "us-central1", "--temp_location", "gs://my-bucket/tmp",
+          "--no_auth", "--dataflow_job_file", job_file])
   return built, job_file
 
 
@@ -684,12 +688,13 @@ def test_multiprocess_direct_runner_matches_in_process(
   in_process = synthetic_preprocessed
   multi = str(tmp_path / "multi")
   # The preset is expanded by the job itself, as on the command line.
-  assert preprocess.run([
+  report = preprocess.run([
       "--spec", os.path.join(REPO, "configs", "synthetic.yaml"),
       "--env", f"DATA_DIR={synthetic_data}", "--output", multi,
-      "--preset", "direct_multiprocess", "--direct_num_workers", "2"]) == 0
+      "--preset", "direct_multiprocess", "--direct_num_workers", "2"])
   with open(os.path.join(multi, "run_report.json")) as handle:
-    options = beam_options_of(json.load(handle)["beam_options"])
+    assert json.load(handle) == report
+  options = beam_options_of(report["beam_options"])
   assert options == {"runner": "DirectRunner",
                      "direct_running_mode": "multi_processing",
                      "direct_num_workers": 2}

@@ -1,4 +1,4 @@
-"""Distributed training on localhost (issue 3).
+"""Distributed training on localhost.
 
 * Two MultiWorkerMirroredStrategy workers, each `python -m trainer.task
   --strategy multi_worker` with its own TF_CONFIG, train one model on the
@@ -34,11 +34,10 @@ import pytest
 import tensorflow as tf
 
 import ps_cluster
+from core import layout
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import distribute
-from trainer import task
-from transforms import loader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(REPO, "configs", "movielens100k.yaml")
@@ -48,10 +47,10 @@ DEADLINE_S = 480
 # global batches (DATA sharding splits each global batch between them), the
 # same initial weights (seeded) and the same scaled loss. What may differ is
 # float32 summation order (each worker sums half a batch; sparse gradients
-# are all-gathered and summed per row): ~1e-7 relative per step (measured:
-# <= 6e-8 absolute on every weight after 40 steps). A real divergence
-# (unsharded input, an unscaled loss, another data order or initialisation)
-# moves weights by up to the learning rate (3e-3) per step, > 1e-2 after 20.
+# are all-gathered and summed per row): float32 rounding, about 1e-7
+# relative per step. A real divergence (unsharded input, an unscaled loss,
+# another data order or initialisation) moves weights by up to the learning
+# rate (3e-3) per step, > 1e-2 after 20.
 WEIGHT_ATOL = 1e-5
 LOSS_RTOL = 1e-3
 
@@ -123,7 +122,7 @@ def _saved_weights(export_dir: str) -> Dict[str, np.ndarray]:
 
 
 def _report(directory: str) -> Dict:
-  with open(os.path.join(directory, task.REPORT_FILE)) as handle:
+  with open(layout.ModelLayout(directory).report) as handle:
     return json.load(handle)
 
 
@@ -149,8 +148,8 @@ def test_two_workers_end_identical_and_match_one_process(
       _tails(str(tmp_path), list(commands)))
 
   # Worker 0 is the chief (no chief task): it writes model_dir; worker 1
-  # writes under model_dir/workers/.
-  worker1_dir = os.path.join(multi_dir, "workers", "worker_1")
+  # writes into its own worker folder.
+  worker1_dir = layout.ModelLayout(multi_dir).worker("worker", 1).root
   reports = {"worker0": _report(multi_dir), "worker1": _report(worker1_dir),
              "single": _report(single_dir)}
   for name in ("worker0", "worker1"):
@@ -306,7 +305,7 @@ def test_parameter_server_training_partitions_the_tables(
   # optimizer updates only looked-up rows, so only movies of the split's
   # first batches moved, and hundreds did. (Which 10 of the first batches
   # depends on timing: each worker's reader buffers batches ahead of its
-  # steps; measured, the last batch trained was the 28th.)
+  # steps, so the first 64 batches bound them with room to spare.)
   movies = data_lib.load_arrays(ml100k_preprocessed, "train",
                                 ["movie"]).dense["movie"]
   maybe_seen = set(movies[:64 * 64].tolist())
@@ -341,7 +340,7 @@ _SHARED_INPUT_SCRIPT = textwrap.dedent("""
     import tensorflow as tf
     import ps_cluster
     from trainer import config as config_lib, data as data_lib, distribute
-    from trainer import task
+    from trainer import fit_input
     from transforms import loader
 
     spec_path, ml100k_dir, preprocessed, expected, out = sys.argv[1:6]
@@ -377,7 +376,7 @@ _SHARED_INPUT_SCRIPT = textwrap.dedent("""
           preprocessed, "train", options, names,
           input_context=input_context))
 
-    one_pass = task.shared_passes_fn(config, names, cluster.dispatcher,
+    one_pass = fit_input.shared_passes_fn(config, names, cluster.dispatcher,
                                      "test", passes=1)
 
     def shared_pass(input_context):

@@ -1,4 +1,4 @@
-"""`embeddings export` (trainer/export.py): a trained model's tables as artifacts."""
+"""`embeddings export` (trainer/export.py): a model's tables as artifacts."""
 
 import numpy as np
 

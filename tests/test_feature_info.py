@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 
 import pytest
 
@@ -10,7 +9,6 @@ from core import layout
 from transforms import dims
 from transforms import feature_info
 from transforms import loader
-from transforms import spec as spec_lib
 
 
 def _spec():
@@ -86,7 +84,7 @@ def test_auto_dims_follow_the_fourth_root_rule(infos):
 
 
 def test_auto_embedding_dim_values():
-  # The "about 25" for 500,000 rows is round(26.59) = 27.
+  # The design's "about 25" for 500,000 rows is round(26.59) = 27.
   assert dims.auto_embedding_dim(500_000) == 27
   assert dims.auto_embedding_dim(1_683) == 6
   assert dims.auto_embedding_dim(10_000) == 10

@@ -1,4 +1,7 @@
-"""Tests for `embeddings generate` (pipelines/generate.py) on tiny datasets."""
+"""`embeddings generate` (pipelines/generate.py, world.py, world_params.py).
+
+On tiny datasets: exact sizes, determinism, and the planted structure.
+"""
 
 import csv
 import json
@@ -10,6 +13,8 @@ import pytest
 
 import embeddings_cli
 from pipelines import generate
+from pipelines import world
+from pipelines import world_params
 
 ROWS = 6000
 
@@ -37,7 +42,7 @@ def _files(root):
 
 def _make(path, rows=ROWS, seed=3, chunk_rows=generate.DEFAULT_CHUNK_ROWS,
           **kwargs):
-  params = generate.Params(rows=rows, seed=seed, **kwargs)
+  params = world_params.Params(rows=rows, seed=seed, **kwargs)
   generate.generate(str(path), params, chunk_rows=chunk_rows)
   return str(path)
 
@@ -89,7 +94,7 @@ def test_chunk_size_does_not_change_output(tmp_path, dataset, chunk_rows):
 
 def test_headers_and_row_counts_are_exact(dataset):
   params = _params(dataset)
-  users, items = generate.default_sizes(ROWS)
+  users, items = world_params.default_sizes(ROWS)
   assert (params["rows"], params["users"], params["items"]) == (
       ROWS, users, items)
   assert params["seed"] == 3 and params["clusters"] == 8
@@ -129,12 +134,13 @@ def test_values_are_valid(tables):
   assert {r[0] for r in ratings} <= set(user_ids)
   assert {r[1] for r in ratings} <= set(item_ids)
   stamps = np.array([int(r[3]) for r in ratings])
-  assert stamps.min() >= generate.START_TIMESTAMP
-  assert stamps.max() < generate.START_TIMESTAMP + generate.NUM_WEEKS * 604800
+  assert stamps.min() >= world_params.START_TIMESTAMP
+  assert stamps.max() < (world_params.START_TIMESTAMP
+                         + world_params.NUM_WEEKS * 604800)
   for _, age, gender, occupation in tables["users"]:
     assert 7 <= int(age) <= 80
     assert gender in ("M", "F")
-    assert occupation in generate.OCCUPATIONS
+    assert occupation in world_params.OCCUPATIONS
   titles = [i[1] for i in tables["items"]]
   assert len(set(titles)) == len(titles)
   for title in titles:
@@ -142,7 +148,7 @@ def test_values_are_valid(tables):
   for _, _, genres in tables["items"]:
     names = genres.split("|")
     assert 1 <= len(names) <= 3 and len(set(names)) == len(names)
-    assert set(names) <= set(generate.GENRES)
+    assert set(names) <= set(world_params.GENRES)
 
 
 def test_few_repeated_pairs_at_small_scale(tables):
@@ -189,11 +195,11 @@ def test_side_features_carry_cluster_signal(tables):
   top = {c: max(set(o), key=o.count) for c, o in occupations.items()}
   assert len(set(top.values())) >= k // 2
 
-  overall = np.zeros(len(generate.GENRES))
-  per_cluster = np.zeros((k, len(generate.GENRES)))
+  overall = np.zeros(len(world_params.GENRES))
+  per_cluster = np.zeros((k, len(world_params.GENRES)))
   for item_id, _, genres in tables["items"]:
     for genre in genres.split("|"):
-      per_cluster[ic[item_id], generate.GENRES.index(genre)] += 1
+      per_cluster[ic[item_id], world_params.GENRES.index(genre)] += 1
   overall = per_cluster.sum(axis=0) / per_cluster.sum()
   shares = per_cluster / per_cluster.sum(axis=1, keepdims=True)
   # Total variation distance of each cluster's genre mix from the overall.
@@ -237,9 +243,9 @@ def test_half_star_ratings(tmp_path):
 
 
 def test_allocate_is_exact():
-  counts = generate._allocate(10, np.array([0.5, 0.3, 0.1, 0.1]), cap=4)
+  counts = world._allocate(10, np.array([0.5, 0.3, 0.1, 0.1]), cap=4)
   assert counts.tolist() == [4, 3, 2, 1]
-  counts = generate._allocate(1000, np.array([100.0, 1, 1, 1, 1]), cap=400)
+  counts = world._allocate(1000, np.array([100.0, 1, 1, 1, 1]), cap=400)
   assert counts.sum() == 1000 and counts.max() == 400 and counts.min() >= 1
 
 
@@ -264,4 +270,4 @@ def test_cli_writes_the_layout(tmp_path):
 ])
 def test_bad_parameters_are_clear_errors(kwargs, message):
   with pytest.raises(ValueError, match=re.escape(message)):
-    generate.Params(seed=0, **kwargs)
+    world_params.Params(seed=0, **kwargs)

@@ -33,11 +33,15 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from core import layout
 from core import outputs
+from pipelines import counts as counts_lib
+from pipelines import inputs
+from pipelines import parsers
 from pipelines import preprocess
 from pipelines import rows as rows_lib
 from pipelines import sinks
 from pipelines import sources
 from pipelines import split as split_lib
+from pipelines import steps
 from transforms import feature_info as feature_info_lib
 from transforms import loader
 from transforms import spec as spec_lib
@@ -244,9 +248,9 @@ def test_csv_reader_skips_each_files_header_and_reads_all_ranges(tmp_path):
 
 def test_parse_csv_block_types_values_and_rejects_with_reasons(tiny_dir):
   spec = _tiny_spec(tiny_dir)
-  rules = preprocess.plan_inputs(spec)["ratings"]
+  rules = inputs.plan_inputs(spec)["ratings"]
   block = b"\n".join(GOOD_RATINGS[:2] + [raw for raw, _ in BAD_RATINGS[:7]])
-  batch, letters, read = rows_lib.parse_csv_block(rules, block + b"\n")
+  batch, letters, read = parsers.parse_csv_block(rules, block + b"\n")
   assert read == 9
   assert batch.num_rows == 2
   assert batch.schema.names == ["user_id", "item_id", "rating", "timestamp",
@@ -290,9 +294,9 @@ def test_read_parse_and_join_steps(tiny_dir, how):
   spec = _tiny_spec(tiny_dir)
   spec = dataclasses.replace(spec, joins=tuple(
       dataclasses.replace(join, how=how) for join in spec.joins))
-  rules = preprocess.plan_inputs(spec)
+  rules = inputs.plan_inputs(spec)
   with test_pipeline.TestPipeline() as pipeline:
-    joined = preprocess.read_and_join(pipeline, spec, rules)
+    joined = steps.read_and_join(pipeline, spec, rules)
     assert joined.schema.names == list(JOINED_COLUMNS[:4]) + [
         rows_lib.RAW_COLUMN, "age", "gender", "genres"]
     rows = joined.batches | "Rows" >> beam.FlatMap(_joined_tuples)
@@ -349,9 +353,9 @@ def test_parquet_main_and_tfrecord_side_tables(tiny_dir, tmp_path):
                                 path=str(tmp_path / "users.tfrecord"))
   del raw["inputs"]["users"]["header"]
   spec = loader.parse_spec(raw, {"DATA_DIR": tiny_dir})
-  rules = preprocess.plan_inputs(spec)
+  rules = inputs.plan_inputs(spec)
   with test_pipeline.TestPipeline() as pipeline:
-    joined = preprocess.read_and_join(pipeline, spec, rules)
+    joined = steps.read_and_join(pipeline, spec, rules)
     rows = joined.batches | "Rows" >> beam.FlatMap(_joined_tuples)
     assert_that(rows, equal_to([
         ("u1", "m1", 4.0, 1000, 20, "M", "Action|Comedy"),
@@ -396,7 +400,7 @@ def test_bad_input_matrix_end_to_end(tiny_output):
     assert report["rows_rejected"][table] == dict(collections.Counter(
         reason for _, reason in expected))
 
-  for split_name in split_lib.SPLITS:
+  for split_name in layout.SPLITS:
     assert len(glob.glob(os.path.join(tiny_output, split_name,
                                       "part-*-of-00002.tfrecord.gz"))) == 2
   train = _read_split(tiny_output, "train")
@@ -421,10 +425,82 @@ def test_bad_input_matrix_end_to_end(tiny_output):
   assert infos["age_x_gender"].size == 16
 
 
+# u1 and u5 fall below this split fraction, u2 above: 3 eval rows, 2 train.
+RAW_EVAL_FRACTION = 0.8
+
+
+@pytest.fixture(scope="module")
+def raw_eval_run(tiny_dir, tmp_path_factory):
+  """The tiny job through the Python API, with raw_eval: (output, report)."""
+  folder = tmp_path_factory.mktemp("raw_eval")
+  spec_path = folder / "spec.yaml"
+  spec_path.write_text(TINY_SPEC.replace(
+      "eval_fraction: 0.3", f"eval_fraction: {RAW_EVAL_FRACTION}"))
+  output = str(folder / "preprocessed")
+  report = preprocess.preprocess(preprocess.PreprocessOptions(
+      spec=str(spec_path), output=output, env=(("DATA_DIR", tiny_dir),),
+      raw_eval=True))
+  return output, report
+
+
+def test_preprocess_returns_the_run_report(raw_eval_run):
+  output, report = raw_eval_run
+  outputs.require_finished_output(output)
+  with open(layout.PreprocessedLayout(output).report) as handle:
+    assert json.load(handle) == report
+  assert report["output"] == output
+  assert report["rows_read"] == {"ratings": 17, "users": 6, "items": 4}
+  assert report["rows_written"] == {"train": 2, "eval": 3}
+  assert report["raw_rows_written"] == {layout.RAW_EVAL: 3}
+  # The raw copy is not counted as written rows: read = written + rejected.
+  assert report["rows_read"]["ratings"] == sum(
+      report["rows_written"].values()) + report["rows_rejected_total"][
+          "ratings"]
+  # Temporary files are gone; the raw rows sit beside the splits.
+  assert sorted(os.listdir(output)) == sorted([
+      layout.SUCCESS_FILE, layout.RUN_REPORT_FILE, layout.DEAD_LETTER_DIR,
+      "feature_info.json", "transform_fn", "transformed_metadata",
+      layout.TRAIN, layout.EVAL, layout.RAW_EVAL])
+
+
+def test_raw_eval_rows_are_the_eval_splits_rows_untransformed(tiny_dir,
+                                                             raw_eval_run):
+  output, report = raw_eval_run
+  spec = _tiny_spec(tiny_dir)
+  dtypes = {"string": tf.string, "int": tf.int64, "float": tf.float32}
+  columns = spec.raw_column_types()
+  shards = sorted(glob.glob(layout.PreprocessedLayout(output).shard_pattern(
+      layout.RAW_EVAL)))
+  assert shards
+  records = [r.numpy() for r in tf.data.TFRecordDataset(
+      shards, compression_type="GZIP")]
+  assert len(records) == report["rows_written"]["eval"] == 3
+  # Exactly the columns preprocessing_fn reads, label included.
+  for record in records:
+    assert set(tf.train.Example.FromString(record).features.feature) == set(
+        columns)
+  parsed = tf.io.parse_example(records, {
+      name: tf.io.FixedLenFeature([], dtypes[column_type])
+      for name, column_type in columns.items()})
+  rows = sorted(zip(
+      [v.decode() for v in parsed["user_id"].numpy()],
+      [v.decode() for v in parsed["item_id"].numpy()],
+      parsed["rating"].numpy().tolist(), parsed["timestamp"].numpy().tolist()))
+  expected = sorted(
+      (user, item, float(rating), int(stamp))
+      for user, item, rating, stamp in (
+          raw.decode().split(",") for raw in GOOD_RATINGS)
+      if split_lib.eval_fraction_of(user, 1) < RAW_EVAL_FRACTION)
+  assert rows == expected
+  # The same rows, and so the same labels, as the transformed eval split.
+  assert sorted(_read_split(output, layout.EVAL)["label"]) == sorted(
+      row[2] for row in expected)
+
+
 def test_too_many_rejections_fail_and_nothing_is_accepted(tiny_dir,
                                                           tmp_path):
   output = str(tmp_path / "out")
-  with pytest.raises(preprocess.RejectedRowsError) as raised:
+  with pytest.raises(counts_lib.RejectedRowsError) as raised:
     preprocess.run(["--spec", os.path.join(tiny_dir, "spec.yaml"),
                     "--env", f"DATA_DIR={tiny_dir}", "--output", output,
                     "--max_rejected_fraction", "0.5"])
@@ -484,15 +560,15 @@ def test_missing_empty_and_inconsistent_inputs_fail_before_beam(
   monkeypatch.delenv("DATA_DIR", raising=False)
   spec_path = os.path.join(tiny_dir, "spec.yaml")
   args = ["--spec", spec_path, "--output", str(tmp_path / "out")]
-  with pytest.raises(sources.InputError, match="no file matches"):
+  with pytest.raises(inputs.InputError, match="no file matches"):
     preprocess.run(args + ["--env", f"DATA_DIR={tmp_path / 'nowhere'}"])
   empty = tmp_path / "empty"
   _write_tiny(empty)
   (empty / "ratings.csv").write_bytes(b"")
-  with pytest.raises(sources.InputError, match="is empty"):
+  with pytest.raises(inputs.InputError, match="is empty"):
     preprocess.run(args + ["--env", f"DATA_DIR={empty}"])
   (empty / "ratings.csv").write_text("user_id,item,rating,timestamp\n1,2,3,4\n")
-  with pytest.raises(sources.InputError,
+  with pytest.raises(inputs.InputError,
                      match=r"lacks column\(s\) \['item_id'\]"):
     preprocess.run(args + ["--env", f"DATA_DIR={empty}"])
   utf16 = tmp_path / "utf16"
@@ -501,7 +577,7 @@ def test_missing_empty_and_inconsistent_inputs_fail_before_beam(
       "    header: true\n    key: user_id",
       "    header: true\n    encoding: utf-16\n    key: user_id")
   (utf16 / "spec.yaml").write_text(spec_text)
-  with pytest.raises(sources.InputError, match="utf-16.*not ASCII"):
+  with pytest.raises(inputs.InputError, match="utf-16.*not ASCII"):
     preprocess.run(["--spec", str(utf16 / "spec.yaml"), "--output",
                     str(tmp_path / "out"), "--env", f"DATA_DIR={utf16}"])
   with pytest.raises(spec_lib.SpecError, match="DATA_DIR"):
@@ -512,24 +588,24 @@ def test_missing_empty_and_inconsistent_inputs_fail_before_beam(
 
 
 def test_rejection_check_and_empty_train_split():
-  summary = preprocess.summarize_counts({
+  summary = counts_lib.summarize_counts({
       ("read", "main"): 100, ("read", "side"): 10,
       ("rejected", "main", "empty_key"): 1,
       ("rejected", "side", "duplicate_key"): 2,
       ("written", "train"): 80, ("written", "eval"): 19}, ["main", "side"])
   assert summary["rows_rejected"] == {"main": {"empty_key": 1},
                                       "side": {"duplicate_key": 2}}
-  preprocess.check_rejections(summary, "main", 0.2)
-  with pytest.raises(preprocess.RejectedRowsError,
+  counts_lib.check_rejections(summary, "main", 0.2)
+  with pytest.raises(counts_lib.RejectedRowsError,
                      match=r"input 'side': 2 of 10 rows \(20.00%\)"):
-    preprocess.check_rejections(summary, "main", 0.1)
-  empty = preprocess.summarize_counts({("read", "main"): 0}, ["main"])
-  with pytest.raises(preprocess.EmptyInputError, match="'main' has no rows"):
-    preprocess.check_rejections(empty, "main", 1.0)
-  no_train = preprocess.summarize_counts(
+    counts_lib.check_rejections(summary, "main", 0.1)
+  empty = counts_lib.summarize_counts({("read", "main"): 0}, ["main"])
+  with pytest.raises(counts_lib.EmptyInputError, match="'main' has no rows"):
+    counts_lib.check_rejections(empty, "main", 1.0)
+  no_train = counts_lib.summarize_counts(
       {("read", "main"): 5, ("written", "eval"): 5}, ["main"])
-  with pytest.raises(preprocess.EmptyInputError, match="train split"):
-    preprocess.check_rejections(no_train, "main", 1.0)
+  with pytest.raises(counts_lib.EmptyInputError, match="train split"):
+    counts_lib.check_rejections(no_train, "main", 1.0)
 
 
 # ------------------------------------------------------- split, sink, outputs

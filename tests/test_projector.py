@@ -1,4 +1,4 @@
-"""The projector export, read back through a real TensorBoard process."""
+"""The projector export, read back through a real TensorBoard process; maps."""
 
 import json
 import os
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from core import artifacts
+from retrieval import maps
 from retrieval import projector
 
 TOKENS = ["m1", "m2", "m3", "m4", "m5", "m6"]
@@ -151,9 +152,9 @@ def test_map_png_written(exported):
 def test_plot_map_colours_top_labels_and_greys_the_rest(tmp_path):
   labels = [str(i % 15) for i in range(300)] + ["0"] * 30
   coords = np.random.default_rng(0).standard_normal((330, 2))
-  drawn = projector.plot_map(coords, labels, str(tmp_path / "map.png"))
+  drawn = maps.plot_map(coords, labels, str(tmp_path / "map.png"))
   assert drawn["0"] == 50
-  assert len(drawn) == projector.MAX_LEGEND + 1
+  assert len(drawn) == maps.MAX_LEGEND + 1
   # Ties among the twenty-point labels go to the first seen: "1".."11".
   assert [label for label in drawn if label != "other"] == [
       str(i) for i in range(12)]

@@ -2,7 +2,6 @@
 
 import glob
 import json
-import os
 
 import apache_beam as beam
 from apache_beam.testing import test_pipeline
@@ -12,10 +11,11 @@ import numpy as np
 import pytest
 
 from core import artifacts
+from core import flags
 from core import layout
-from workflows import recommend_batch as batch
-from retrieval import catalog
 from retrieval import recommend
+from workflows import recommend_batch as batch
+from workflows import recommend_steps as steps
 
 NUM_USERS, NUM_ITEMS, DIM, K = 40, 25, 4, 5
 
@@ -138,19 +138,19 @@ def test_beam_transforms_exact_top_k_seen_excluded_each_user_once(export):
   seen_pairs = [(user, item) for user, items in export["seen"].items()
                 for item in sorted(items)] + [("ghost", "m1")]
   user_rows = [(f"u{i}", export["users"][i]) for i in range(NUM_USERS)]
-  loader = batch._ItemLoader(export["dir"], "movie", True)  # pylint: disable=protected-access
+  loader = steps.ItemLoader(export["dir"], "movie", True)
   expected = _expected(export)
   with test_pipeline.TestPipeline() as p:
     users = p | "Users" >> beam.Create(user_rows)
     seen = p | "Seen" >> beam.Create(seen_pairs)
-    joined = (users, seen) | "Join" >> batch.JoinSeen()
+    joined = (users, seen) | "Join" >> steps.JoinSeen()
     # Block size 8 over 40 users: several blocks, one item block per block.
-    results = joined.users | "TopK" >> batch.RecommendTopK(
+    results = joined.users | "TopK" >> steps.RecommendTopK(
         loader, K, block_size=8, item_block=10)
     assert_that(results, lambda records: _check(records, expected))
-    assert_that(joined[batch.DEAD_LETTER],
+    assert_that(joined[steps.DEAD_LETTER],
                 lambda rejected: _equal(rejected, [{
-                    "table": "seen", "reason": batch.NO_EMBEDDING,
+                    "table": "seen", "reason": steps.NO_EMBEDDING,
                     "raw": {"user": "ghost"}}]),
                 label="OrphanUsers")
 
@@ -158,6 +158,14 @@ def test_beam_transforms_exact_top_k_seen_excluded_each_user_once(export):
 def _equal(actual, expected):
   if list(actual) != expected:
     raise BeamAssertException(f"{list(actual)} != {expected}")
+
+
+def _read_jsonl(pattern):
+  records = []
+  for path in glob.glob(pattern):
+    with open(path) as handle:
+      records.extend(json.loads(line) for line in handle)
+  return records
 
 
 def test_batch_job_end_to_end_parquet(export):
@@ -168,10 +176,11 @@ def test_batch_job_end_to_end_parquet(export):
       "--seen", export["ratings"], "--seen_skip_header_lines", "1",
       "--format", "parquet", "--block_size", "16",
       "--runner", "DirectRunner"])
-  files = glob.glob(os.path.join(output, "recommendations-*.parquet"))
-  assert files
+  paths = layout.RecommendationsLayout(output)
+  parts = glob.glob(paths.prefix + "-*.parquet")
+  assert parts
   records = []
-  for path in files:
+  for path in parts:
     records.extend(pq.read_table(path).to_pylist())
   _check(records, _expected(export))
   counts = report["counts"]
@@ -180,17 +189,15 @@ def test_batch_job_end_to_end_parquet(export):
   assert counts["seen_rows_read"] == rated_rows
   assert counts["seen_rows_rejected"] == 1
   assert counts["users_without_embedding"] == 1
-  dead = []
-  for path in glob.glob(os.path.join(output, batch.DEAD_LETTER, "*.jsonl")):
-    with open(path) as handle:
-      dead.extend(json.loads(line) for line in handle)
+  dead = _read_jsonl(paths.dead_letter_prefix + "*" + layout.JSONL_SUFFIX)
   assert sorted(d["reason"] for d in dead) == sorted(
-      [batch.MISSING_ID, batch.NO_EMBEDDING])
-  with open(os.path.join(output, batch.REPORT_FILE)) as handle:
+      [steps.MISSING_ID, steps.NO_EMBEDDING])
+  with open(paths.report) as handle:
     assert json.load(handle)["counts"] == counts
 
 
-def test_batch_job_seen_from_tfrecord_to_jsonl(export):
+def test_recommend_batch_from_python_seen_tfrecord_to_jsonl(export):
+  """The job called with typed options returns the report it wrote."""
   import tensorflow as tf
   path = str(export["root"] / "seen.tfrecord")
   with tf.io.TFRecordWriter(path) as writer:
@@ -203,14 +210,123 @@ def test_batch_job_seen_from_tfrecord_to_jsonl(export):
                 value=[item.encode()]))}))
         writer.write(example.SerializeToString())
   output = str(export["root"] / "batch_jsonl")
-  report = batch.run([
-      "--embeddings", export["dir"], "--output", output, "-k", "3",
-      "--seen", path, "--seen_format", "tfrecord", "--no_bias",
-      "--runner", "DirectRunner"])
-  records = []
-  for part in glob.glob(os.path.join(output, "recommendations-*.jsonl")):
-    with open(part) as handle:
-      records.extend(json.loads(line) for line in handle)
+  report = batch.recommend_batch(
+      batch.RecommendBatchOptions(
+          embeddings=export["dir"], output=output, top_k=3, seen=path,
+          seen_format=steps.TFRECORD, no_bias=True),
+      beam_args=["--runner", "DirectRunner"])
+  paths = layout.RecommendationsLayout(output)
+  records = _read_jsonl(paths.prefix + "-*" + layout.JSONL_SUFFIX)
   _check(records, _expected(export, k=3, with_bias=False))
+  with open(paths.report) as handle:
+    assert json.load(handle) == report
+  assert report["output"] == paths.prefix
+  assert (report["format"], report["k"]) == (batch.JSONL, 3)
+  assert report["counts"]["users_scored"] == NUM_USERS
   assert report["counts"]["seen_rows_rejected"] == 0
   assert report["counts"]["users_without_embedding"] == 0
+
+
+def test_build_without_seen_recommends_from_every_item(export):
+  output = str(export["root"] / "batch_nothing_seen")
+  options = batch.RecommendBatchOptions(embeddings=export["dir"],
+                                        output=output, top_k=2)
+  with test_pipeline.TestPipeline() as p:
+    batch.build(p, options)
+  paths = layout.RecommendationsLayout(output)
+  records = _read_jsonl(paths.prefix + "-*" + layout.JSONL_SUFFIX)
+  _check(records, _expected(export, k=2, with_seen=False))
+  assert not _read_jsonl(paths.dead_letter_prefix + "*")
+
+
+# Every flag of the job before its options became a dataclass, as
+# (flag, the field it sets, its default then).
+OLD_FLAG_DEFAULTS = (
+    ("--user_table", "user_table", "user"),
+    ("--item_table", "item_table", "movie"),
+    ("--top_k", "top_k", 10),
+    ("--format", "output_format", "jsonl"),
+    ("--block_size", "block_size", 512),
+    ("--item_block", "item_block", 65536),
+    ("--no_bias", "no_bias", False),
+    ("--seen", "seen", None),
+    ("--seen_format", "seen_format", "csv"),
+    ("--seen_columns", "seen_columns",
+     ("user_id", "item_id", "rating", "timestamp")),
+    ("--seen_delimiter", "seen_delimiter", ","),
+    ("--seen_skip_header_lines", "seen_skip_header_lines", 0),
+    ("--seen_id_type", "seen_id_type", "string"),
+    ("--user_key", "user_key", "user_id"),
+    ("--item_key", "item_key", "item_id"),
+)
+REQUIRED = ["--embeddings", "E", "--output", "O"]
+
+
+def _options(argv):
+  args = batch.flag_parser().parse_args(argv)
+  return batch.RecommendBatchOptions(
+      **flags.values_from_args(batch.RecommendBatchOptions, args))
+
+
+def test_generated_flags_keep_every_old_flag_and_default():
+  parser = batch.flag_parser()
+  actions = parser._actions  # pylint: disable=protected-access
+  given = {option for action in actions for option in action.option_strings}
+  old = {flag for flag, _, _ in OLD_FLAG_DEFAULTS} | {
+      "-k", "--embeddings", "--output"}
+  assert old <= given
+  options = _options(REQUIRED)
+  assert (options.embeddings, options.output) == ("E", "O")
+  for flag, field, default in OLD_FLAG_DEFAULTS:
+    assert getattr(options, field) == default, flag
+  with pytest.raises(SystemExit):
+    parser.parse_args(["--output", "O"])
+
+
+def test_generated_flags_parse_the_old_syntax():
+  options = _options(REQUIRED + [
+      "-k", "3", "--no_bias", "--format", "parquet", "--block_size", "7",
+      "--seen", "r.csv", "--seen_columns", "u, ,i", "--user_key", "u",
+      "--item_key", "i", "--seen_delimiter", "\\t",
+      "--seen_skip_header_lines", "1", "--seen_id_type", "int"])
+  assert (options.top_k, options.no_bias, options.output_format) == (
+      3, True, "parquet")
+  # Column positions hold: an empty name stays a (nameless) column.
+  assert options.seen_columns == ("u", "", "i")
+  assert (options.seen_delimiter, options.seen_skip_header_lines,
+          options.seen_id_type) == ("\\t", 1, "int")
+
+
+@pytest.mark.parametrize("bad", [{"top_k": 0}, {"block_size": 0},
+                                 {"item_block": -1}])
+def test_options_reject_non_positive_sizes(bad):
+  with pytest.raises(ValueError, match="must be positive"):
+    batch.RecommendBatchOptions(embeddings="E", output="O", **bad)
+
+
+def test_options_reject_values_outside_their_choices():
+  with pytest.raises(ValueError, match="--format must be one of"):
+    batch.RecommendBatchOptions(embeddings="E", output="O",
+                                output_format="csv")
+  with pytest.raises(ValueError, match="--seen_id_type"):
+    batch.RecommendBatchOptions(embeddings="E", output="O",
+                                seen_id_type="float")
+
+
+def test_run_reports_non_positive_k_as_a_usage_error(capsys):
+  with pytest.raises(SystemExit) as done:
+    batch.run(REQUIRED + ["-k", "0"])
+  assert done.value.code == 2
+  assert "-k, --block_size and --item_block must be positive" in (
+      capsys.readouterr().err)
+
+
+def test_parse_word2vec_line_skips_reserved_rows_and_rejects_short_lines():
+  parse = steps.ParseWord2VecLine(2, ["[OOV_0]"])
+  [(token, vector)] = list(parse.process("u1 0.5 -1"))
+  assert token == "u1"
+  np.testing.assert_array_equal(vector, np.array([0.5, -1], np.float32))
+  assert not list(parse.process("[OOV_0] 1 2"))
+  [rejected] = list(parse.process("u2 1"))
+  assert rejected.tag == steps.DEAD_LETTER
+  assert rejected.value["reason"] == steps.BAD_VECTOR

@@ -17,7 +17,12 @@ import pytest
 
 import embeddings_cli
 from core import artifacts
+from transforms import loader
+from workflows import drift
+from workflows import gate
+from workflows import registry as registry_lib
 from workflows import retrain
+from workflows import windows as windows_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(REPO, "configs", "synthetic.yaml")
@@ -37,7 +42,7 @@ TRAIN_ARGS = "--epochs 1 --batch_size 128 --verbose 0"
     ("rmse", 5.0, None, 0.0, True),       # the first model has no rival
 ])
 def test_gate(metric, candidate, current, tolerance, promote):
-  verdict, reason = retrain.gate(metric, candidate, current, tolerance)
+  verdict, reason = gate.gate(metric, candidate, current, tolerance)
   assert verdict is promote
   assert reason
 
@@ -59,7 +64,7 @@ def test_drift_identical_rotated_and_reordered_tables_do_not_drift():
   candidate = _table(
       "movie", [tokens[i] for i in order] + ["m99", "[OOV_0]"],
       np.vstack([vectors[order] @ rotation, rng.normal(size=(2, 4))]))
-  report = retrain.drift_report(current, candidate, items=5, k=3)
+  report = drift.drift_report(current, candidate, items=5, k=3)
   assert report["shared_tokens"] == 12
   assert report["items"] == 5
   assert [item["token"] for item in report["per_item"]] == [
@@ -74,12 +79,12 @@ def test_drift_of_swapped_vectors_is_exact():
   # b and c swap vectors: every nearest neighbour changes and every
   # similarity ranking is reversed.
   candidate = _table("movie", ["a", "b", "c"], [a, c, b])
-  report = retrain.drift_report(current, candidate, items=3, k=1)
+  report = drift.drift_report(current, candidate, items=3, k=1)
   assert [i["neighbor_overlap"] for i in report["per_item"]] == [0, 0, 0]
   assert [i["spearman"] for i in report["per_item"]] == pytest.approx(
       [-1.0, -1.0, -1.0])
-  with pytest.raises(retrain.RetrainError, match="only 3 tokens"):
-    retrain.drift_report(current, candidate, items=3, k=3)
+  with pytest.raises(registry_lib.RetrainError, match="only 3 tokens"):
+    drift.drift_report(current, candidate, items=3, k=3)
 
 
 def test_list_windows_and_window_path(tmp_path):
@@ -88,19 +93,19 @@ def test_list_windows_and_window_path(tmp_path):
   (tmp_path / "data" / "latest").mkdir()
   (tmp_path / "data" / "notes.txt").write_text("not a window")
   pattern = str(tmp_path / "data" / "{date}")
-  assert retrain.list_windows(pattern) == [
+  assert windows_lib.list_windows(pattern) == [
       "2024-01-01", "2024-01-02", "2024-01-03"]
   for name in ("ratings_20240102.csv", "ratings_20240101.csv",
                "ratings_old.csv"):
     (tmp_path / name).write_text("x")
-  assert retrain.list_windows(str(tmp_path / "ratings_{date}.csv")) == [
+  assert windows_lib.list_windows(str(tmp_path / "ratings_{date}.csv")) == [
       "20240101", "20240102"]
-  assert retrain.window_path(pattern, "2024-01-02") == str(
+  assert windows_lib.window_path(pattern, "2024-01-02") == str(
       tmp_path / "data" / "2024-01-02")
-  with pytest.raises(retrain.RetrainError, match="exactly once"):
-    retrain.window_path("data/no-date", "2024-01-02")
-  with pytest.raises(retrain.RetrainError, match="is not a date"):
-    retrain.window_path(pattern, "../etc")
+  with pytest.raises(registry_lib.RetrainError, match="exactly once"):
+    windows_lib.window_path("data/no-date", "2024-01-02")
+  with pytest.raises(registry_lib.RetrainError, match="is not a date"):
+    windows_lib.window_path(pattern, "../etc")
 
 
 def _fake_version(registry, window, status):
@@ -110,13 +115,13 @@ def _fake_version(registry, window, status):
 
 def test_rollback_and_prune(tmp_path, capsys):
   root = str(tmp_path / "registry")
-  registry = retrain.Registry(root)
+  registry = registry_lib.Registry(root)
   assert embeddings_cli.main(["rollback", "--root", root]) == 1
   for window in ("w1", "w2", "w3"):
-    _fake_version(registry, window, retrain.PROMOTED)
-  _fake_version(registry, "w4", retrain.FAILED)
+    _fake_version(registry, window, registry_lib.PROMOTED)
+  _fake_version(registry, "w4", registry_lib.FAILED)
   registry.set_current("w3", ["w2", "w3"])
-  assert retrain._prune(registry, ["w2", "w3"]) == ["w1"]
+  assert registry.prune(["w2", "w3"]) == ["w1"]
   assert sorted(os.listdir(os.path.join(root, "versions"))) == [
       "w2", "w3", "w4"]
   assert embeddings_cli.main(["rollback", "--root", root]) == 0
@@ -143,14 +148,25 @@ def test_bad_options_are_clear_errors(tmp_path, capsys):
 
 def test_a_live_run_of_the_same_window_is_not_raced(tmp_path):
   root = str(tmp_path / "registry")
-  registry = retrain.Registry(root)
+  registry = registry_lib.Registry(root)
   # pid 1 is alive on every Linux host.
-  registry.write_marker("2024-01-01", {"status": retrain.RUNNING, "pid": 1,
-                                       "host": socket.gethostname()})
-  with pytest.raises(retrain.RetrainError, match="being retrained"):
+  registry.write_marker("2024-01-01", {"status": registry_lib.RUNNING,
+                                       "pid": 1, "host": socket.gethostname()})
+  with pytest.raises(registry_lib.RetrainError, match="being retrained"):
     retrain.retrain(retrain.RetrainOptions(
         spec_path=SPEC, data_pattern=str(tmp_path / "{date}"), root=root,
         window="2024-01-01"))
+
+
+def test_retrain_refuses_a_bigquery_spec_with_the_reason():
+  spec = loader.load_spec(os.path.join(REPO, "configs",
+                                       "movielens100k_bigquery.yaml"),
+                          {"BQ_DATASET": "my-project.movielens"})
+  with pytest.raises(registry_lib.RetrainError) as error:
+    windows_lib.check_file_inputs(spec)
+  assert str(error.value) == (
+      "input 'ratings' is read from BigQuery; retrain finds each window as "
+      "files matching --data_pattern")
 
 
 # --- end to end on generated windows ----------------------------------------
@@ -189,12 +205,12 @@ def _eval_rows(registry, version):
 def test_three_windows_warm_start_gate_drift_failures_rollback(windows,
                                                                capsys):
   pattern, root = windows
-  registry = retrain.Registry(root)
+  registry = registry_lib.Registry(root)
 
   # Window 1: nothing to compare against, promoted.
   assert _retrain(pattern, root, "--window", "2024-01-01") == 0
   first = registry.read_marker("2024-01-01")
-  assert first["status"] == retrain.PROMOTED
+  assert first["status"] == registry_lib.PROMOTED
   assert registry.current_version() == "2024-01-01"
   assert first["warm_start"] == {"from": None, "tables": {}}
   assert first["evaluation"]["current"] is None
@@ -209,7 +225,7 @@ def test_three_windows_warm_start_gate_drift_failures_rollback(windows,
   assert _retrain(pattern, root, "--window", "2024-01-02",
                   "--tolerance", "10") == 0
   second = registry.read_marker("2024-01-02")
-  assert second["status"] == retrain.PROMOTED
+  assert second["status"] == registry_lib.PROMOTED
   assert registry.read_current()["history"] == ["2024-01-01", "2024-01-02"]
   warm = second["warm_start"]
   assert warm["from"] == "2024-01-01"
@@ -240,7 +256,7 @@ def test_three_windows_warm_start_gate_drift_failures_rollback(windows,
        "--window", "2024-01-03",
        "--train_args", TRAIN_ARGS + " --model_type dnn --features nosuch"]) == 1
   crashed = registry.read_marker("2024-01-03")
-  assert crashed["status"] == retrain.FAILED
+  assert crashed["status"] == registry_lib.FAILED
   assert crashed["stage"] == "train"
   assert "nosuch" in crashed["reason"]
   assert registry.current_version() == "2024-01-02"
@@ -251,7 +267,7 @@ def test_three_windows_warm_start_gate_drift_failures_rollback(windows,
   assert _retrain(pattern, root, "--window", "2024-01-03",
                   "--tolerance", "-5") == 0
   third = registry.read_marker("2024-01-03")
-  assert third["status"] == retrain.REJECTED
+  assert third["status"] == registry_lib.REJECTED
   assert third["attempt"] == 2 and third["preprocess_reused"] is True
   assert third["warm_start"]["from"] == "2024-01-02"
   assert "drift" in third and third["evaluation"]["current"] is not None
@@ -261,7 +277,7 @@ def test_three_windows_warm_start_gate_drift_failures_rollback(windows,
   # The newest window is corrupt: failed with the reason, current untouched.
   assert _retrain(pattern, root) == 1
   corrupt = registry.read_marker("2024-01-04")
-  assert corrupt["status"] == retrain.FAILED
+  assert corrupt["status"] == registry_lib.FAILED
   assert corrupt["stage"] == "preprocess"
   assert "InputError" in corrupt["reason"]
   assert registry.current_version() == "2024-01-02"
@@ -276,18 +292,18 @@ def test_three_windows_warm_start_gate_drift_failures_rollback(windows,
 
 def test_a_run_killed_midway_is_retried_or_recovered(tmp_path):
   root = str(tmp_path / "registry")
-  registry = retrain.Registry(root)
+  registry = registry_lib.Registry(root)
   dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                         capture_output=True, text=True, check=True)
   pid = int(dead.stdout)
   host = socket.gethostname()
   # Killed before promoting: the window is free to run again.
-  registry.write_marker("2024-01-02", {"status": retrain.RUNNING, "pid": pid,
-                                       "host": host})
-  assert retrain._claim_window(registry, "2024-01-02") is None
+  registry.write_marker("2024-01-02", {"status": registry_lib.RUNNING,
+                                       "pid": pid, "host": host})
+  assert registry.claim("2024-01-02") is None
   # Killed right after switching `current`: the promotion is recorded.
   registry.set_current("2024-01-02", ["2024-01-01", "2024-01-02"])
-  result = retrain._claim_window(registry, "2024-01-02")
-  assert result.status == "skipped"
-  assert registry.read_marker("2024-01-02")["status"] == retrain.PROMOTED
+  marker, reason = registry.claim("2024-01-02")
+  assert marker["status"] == registry_lib.PROMOTED and "recovered" in reason
+  assert registry.read_marker("2024-01-02")["status"] == registry_lib.PROMOTED
   assert "recovered" in registry.read_marker("2024-01-02")["reason"]

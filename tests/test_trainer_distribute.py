@@ -44,6 +44,23 @@ def test_task_info_reads_tf_config():
       "auto", distribute.TaskInfo("chief", 0, num_workers=3, num_ps=1))
 
 
+def test_task_info_reads_the_environment_through_tensorflows_resolver(
+    monkeypatch):
+  tf_config = {
+      "cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"], "ps": ["d:1"]},
+      "task": {"type": "ps", "index": 0}}
+  monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+  assert distribute.task_info() == distribute.TaskInfo(
+      "ps", 0, num_workers=3, num_ps=1) == distribute.task_info(tf_config)
+  assert distribute.resolve_strategy_name("auto") == "parameter_server"
+  monkeypatch.setenv("TF_CONFIG", json.dumps(
+      {"cluster": {"worker": ["a:1", "b:1"]}}))
+  # No task: TensorFlow's resolver gives no type and index.
+  assert distribute.task_info() == distribute.TaskInfo(None, 0, num_workers=2)
+  monkeypatch.delenv("TF_CONFIG")
+  assert distribute.task_info() == distribute.TaskInfo()
+
+
 def test_bad_tf_config_and_missing_ps_tasks_are_clear_errors(monkeypatch):
   monkeypatch.setenv("TF_CONFIG", "{not json")
   with pytest.raises(config_lib.ConfigError, match="TF_CONFIG is not valid"):

@@ -15,13 +15,13 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from core import layout
 from core import outputs
 from trainer import data as data_lib
 from trainer import metrics as metrics_lib
-from workflows import folds
-from trainer import layers
 from trainer import serving
 from trainer import task
+from workflows import folds
 
 
 def _eval_labels(preprocessed):
@@ -43,7 +43,8 @@ def test_model_beats_the_global_mean_predictor(trained_ml100k,
 
 def test_report_steps_and_tensorboard_logs(trained_ml100k):
   report = trained_ml100k.report
-  with open(os.path.join(report["model_dir"], task.REPORT_FILE)) as handle:
+  paths = layout.ModelLayout(report["model_dir"])
+  with open(paths.report) as handle:
     on_disk = json.load(handle)
   assert on_disk["metrics"] == report["metrics"]
   assert report["steps"] == report["planned_steps"] == (
@@ -53,8 +54,7 @@ def test_report_steps_and_tensorboard_logs(trained_ml100k):
   assert all(epoch["examples_per_sec"] > 0
              for epoch in report["train_history"])
   tags = set()
-  log_dir = os.path.join(report["model_dir"], task.LOG_SUBDIR)
-  for path in tf.io.gfile.glob(os.path.join(log_dir, "*", "events.out.*")):
+  for path in tf.io.gfile.glob(os.path.join(paths.logs, "*", "events.out.*")):
     for event in tf.compat.v1.train.summary_iterator(path):
       tags.update(value.tag for value in event.summary.value)
   assert {"epoch_loss", "epoch_rmse", "epoch_mae"} <= tags
@@ -84,8 +84,8 @@ def test_saved_model_reloads_with_equal_predictions(trained_ml100k,
   served = loaded.signatures[serving.SERVING_TRANSFORMED](
       examples=tf.constant(records))[serving.PREDICTIONS].numpy()
   np.testing.assert_allclose(served, expected, rtol=1e-6, atol=1e-6)
-  revived = keras.models.load_model(trained_ml100k.report["export_dir"],
-                                    custom_objects=layers.custom_objects())
+  # The trainer's Keras classes are registered: no custom_objects needed.
+  revived = keras.models.load_model(trained_ml100k.report["export_dir"])
   np.testing.assert_allclose(
       _keras_predictions(revived, ml100k_preprocessed, records), expected,
       rtol=1e-6, atol=1e-6)

@@ -1,7 +1,8 @@
 """Fault tolerance: a trainer killed mid-epoch resumes from its checkpoint.
 
 Under the default strategy (Keras BackupAndRestore) and under parameter
-servers (the trainer's own step checkpoints: trainer.task.StepCheckpoint),
+servers (the trainer's own step checkpoints:
+trainer.callbacks.StepCheckpoint),
 where the killed process is a chief that runs an in-process cluster
 (tests/ps_cluster.py) and the restart brings up a fresh one, as a whole-job
 restart does.
@@ -19,8 +20,8 @@ import time
 import pytest
 import tensorflow as tf
 
-from trainer import task
-from transforms import loader
+from core import layout
+from trainer import callbacks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,17 +62,19 @@ def test_killed_trainer_resumes_from_the_last_checkpoint(
     ml100k_preprocessed, ml100k_dir, tmp_path):
   model_dir = str(tmp_path / "model")
   command = _command(ml100k_preprocessed, ml100k_dir, model_dir)
-  chief = os.path.join(model_dir, task.BACKUP_SUBDIR, "chief")
+  paths = layout.ModelLayout(model_dir)
+  # BackupAndRestore keeps the chief's checkpoints in a folder of its own.
+  chief = os.path.join(paths.backup, "chief")
   checkpoints = os.path.join(chief, "ckpt-*.index")
   _kill_after_first_checkpoint(command, os.path.join(chief, "checkpoint"),
                                tmp_path / "first.log")
   assert glob.glob(checkpoints)
-  assert not os.path.exists(os.path.join(model_dir, task.REPORT_FILE))
+  assert not os.path.exists(paths.report)
 
   second = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                           timeout=300)
   assert second.returncode == 0, second.stderr[-3000:]
-  with open(os.path.join(model_dir, task.REPORT_FILE)) as handle:
+  with open(paths.report) as handle:
     report = json.load(handle)
   resumed = report["resumed_from_step"]
   # It restarted from a checkpoint (every 40 steps), not from step 0...
@@ -94,7 +97,7 @@ def test_killed_trainer_resumes_from_the_last_checkpoint(
     (300, []),
 ])
 def test_fit_segments_finish_the_interrupted_epoch_first(done, segments):
-  assert task.fit_segments(done, 100, 3) == segments
+  assert callbacks.fit_segments(done, 100, 3) == segments
   assert sum(steps * (last - first) for first, last, steps in segments) == (
       300 - done)
 
@@ -133,10 +136,11 @@ def test_killed_parameter_server_chief_resumes_mid_epoch(
   env["PYTHONPATH"] = os.pathsep.join(
       [REPO, os.path.join(REPO, "tests")]
       + [p for p in [env.get("PYTHONPATH")] if p])
-  backup = os.path.join(model_dir, task.BACKUP_SUBDIR)
+  paths = layout.ModelLayout(model_dir)
+  backup = paths.backup
   _kill_after_first_checkpoint(command, os.path.join(backup, "checkpoint"),
                                tmp_path / "first.log", env=env)
-  assert not os.path.exists(os.path.join(model_dir, task.REPORT_FILE))
+  assert not os.path.exists(paths.report)
   # Every checkpoint holds exactly the steps its number says: the pending
   # steps were joined before it was written.
   checkpoints = [path[:-len(".index")]
@@ -151,7 +155,7 @@ def test_killed_parameter_server_chief_resumes_mid_epoch(
   second = subprocess.run(command, cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
   assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-  with open(os.path.join(model_dir, task.REPORT_FILE)) as handle:
+  with open(paths.report) as handle:
     report = json.load(handle)
   resumed = report["resumed_from_step"]
   # Restored from a step checkpoint (every 30 steps: never an epoch's end

@@ -16,30 +16,34 @@ from trainer import models
 from trainer import optimizers
 from transforms import feature_info as feature_info_lib
 from transforms import loader
-from transforms import spec as spec_lib
 
 NUM_USERS = 12
 NUM_ITEMS = 9
 NUM_GENRES = 4
 
 
+# A spec as YAML gives it, less `model:` (tests/test_trainer_config.py too).
+TINY_SPEC = {
+    "name": "tiny",
+    "inputs": {"ratings": {
+        "format": "csv", "path": "unused.csv", "eval_path": "unused.csv",
+        "columns": ["user_id", "item_id", "genres", "age", "rating"],
+        "types": {"age": "float", "rating": "float"}}},
+    "label": {"column": "rating", "task": "regression", "min": 0, "max": 5},
+    "features": [
+        {"name": "user", "kind": "vocabulary", "source": "user_id"},
+        {"name": "movie", "kind": "vocabulary", "source": "item_id"},
+        {"name": "genres", "kind": "tokens", "source": "genres",
+         "delimiter": "|"},
+        {"name": "age", "kind": "numeric", "source": "age"},
+    ],
+}
+
+
 def _spec(task="regression", model=None):
-  return loader.parse_spec({
-      "name": "tiny",
-      "inputs": {"ratings": {
-          "format": "csv", "path": "unused.csv", "eval_path": "unused.csv",
-          "columns": ["user_id", "item_id", "genres", "age", "rating"],
-          "types": {"age": "float", "rating": "float"}}},
-      "label": {"column": "rating", "task": task, "min": 0, "max": 5},
-      "features": [
-          {"name": "user", "kind": "vocabulary", "source": "user_id"},
-          {"name": "movie", "kind": "vocabulary", "source": "item_id"},
-          {"name": "genres", "kind": "tokens", "source": "genres",
-           "delimiter": "|"},
-          {"name": "age", "kind": "numeric", "source": "age"},
-      ],
-      "model": model or {"user_feature": "user", "item_feature": "movie"},
-  })
+  return loader.parse_spec(dict(
+      TINY_SPEC, label=dict(TINY_SPEC["label"], task=task),
+      model=model or {"user_feature": "user", "item_feature": "movie"}))
 
 
 def _infos(spec):
@@ -77,7 +81,7 @@ def _dataset(data, names, batch_size=16):
 
 def test_single_valued_lookup_returns_the_rows():
   values = np.arange(12, dtype=np.float32).reshape(4, 3)
-  table = layers.EmbeddingTable("f", size=4, dim=3, initial_value=values)
+  table = layers.EmbeddingLookup("f", size=4, dim=3, initial_value=values)
   out = table(tf.constant([2, 0, 2], tf.int64)).numpy()
   np.testing.assert_array_equal(out, values[[2, 0, 2]])
   assert table.name == "embedding_f"
@@ -86,7 +90,7 @@ def test_single_valued_lookup_returns_the_rows():
 
 def test_sparse_lookup_is_the_mean_and_empty_rows_are_zero():
   values = np.array([[1, 2], [3, 4], [5, 6], [7, 8]], np.float32)
-  table = layers.EmbeddingTable("f", size=4, dim=2, initial_value=values)
+  table = layers.EmbeddingLookup("f", size=4, dim=2, initial_value=values)
   ids = tf.SparseTensor(indices=[[0, 0], [0, 1], [2, 0]], values=[0, 3, 2],
                         dense_shape=[4, 2])
   out = table(tf.cast(ids, tf.int64)).numpy()
@@ -95,7 +99,7 @@ def test_sparse_lookup_is_the_mean_and_empty_rows_are_zero():
 
 def test_l2_is_on_looked_up_rows_and_the_gradient_stays_sparse():
   values = np.array([[1, 2], [3, 4], [5, 6]], np.float32)
-  table = layers.EmbeddingTable("f", size=3, dim=2, l2=0.5,
+  table = layers.EmbeddingLookup("f", size=3, dim=2, l2=0.5,
                                 initial_value=values)
   with tf.GradientTape() as tape:
     table(tf.constant([1, 1], tf.int64))
@@ -308,9 +312,34 @@ def test_mf_output_is_dot_plus_biases_plus_global_mean():
       np.arange(NUM_USERS, dtype=np.float32)[:, None] / 100)
   got = model({"user": tf.constant([1, 3], tf.int64),
                "movie": tf.constant([2, 0], tf.int64)}).numpy()
-  expected = [users[1] @ items[2] + 0.01 + 0.5, users[3] @ items[0] + 0.03 + 0.5]
+  expected = [users[1] @ items[2] + 0.01 + 0.5,
+              users[3] @ items[0] + 0.03 + 0.5]
   # Inference clips to the label's range [0, 5].
   np.testing.assert_allclose(got, np.minimum(expected, 5.0), rtol=1e-6)
+
+
+def test_saved_model_revives_the_registered_layers_without_custom_objects(
+    tmp_path):
+  spec = _spec()
+  config = _config(spec, model_type="dnn", hybrid=True, hidden_units=[4])
+  infos = _infos(spec)
+  model = models.build_model(config, spec, infos, label_mean=3.0)
+  data = _data(n=32)
+  names = models.model_features(config, spec)
+  features, _ = next(iter(_dataset(data, names, batch_size=32)))
+  expected = model(features, training=False).numpy()
+  model.save(str(tmp_path / "model"), save_format="tf")
+  revived = keras.models.load_model(str(tmp_path / "model"))
+  # Revived as the trainer's own classes, not as generic Keras layers.
+  assert type(revived.get_layer("embedding_user")) is layers.EmbeddingLookup
+  assert type(revived.get_layer("global_bias")) is layers.GlobalBias
+  assert type(revived.get_layer(models.PREDICTION)) is layers.ClipAtInference
+  np.testing.assert_allclose(revived(features, training=False).numpy(),
+                             expected, rtol=1e-6)
+  for cls in (layers.EmbeddingLookup, layers.GlobalBias,
+              layers.ClipAtInference, optimizers.LazyAdam):
+    assert keras.saving.get_registered_name(cls) == (
+        f"embeddings>{cls.__name__}")
 
 
 def test_binary_task_trains_with_log_loss_and_auc():

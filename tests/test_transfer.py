@@ -18,6 +18,7 @@ import yaml
 
 from core import artifacts
 from core import layout
+from core import outputs
 from pipelines import generate
 from pipelines import preprocess
 from trainer import config as config_lib
@@ -28,7 +29,6 @@ from trainer import transfer
 from trainer import warmstart
 from transforms import feature_info as feature_info_lib
 from transforms import loader
-from transforms import spec as spec_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(REPO, "configs", "synthetic.yaml")
@@ -73,8 +73,9 @@ def cities(tmp_path_factory):
                 "--users", "140", "--items", "130"])
   run.pre1, run.pre2 = (os.path.join(root, p) for p in ("pre1", "pre2"))
   for city, pre in ((run.city1, run.pre1), (run.city2, run.pre2)):
-    assert preprocess.run(["--spec", SPEC, "--output", pre,
-                           "--env", f"DATA_DIR={city}"]) == 0
+    preprocess.run(["--spec", SPEC, "--output", pre,
+                    "--env", f"DATA_DIR={city}"])
+    assert outputs.is_finished(pre)
 
   run.model_a = os.path.join(root, "model_a")
   _, config_a = _config(SPEC, run.city1, run.pre1, run.model_a)
@@ -110,7 +111,8 @@ def test_export_equals_the_trained_model(cities):
   assert movie.tokens == vocabulary + ["[OOV_0]"]
   assert movie.metadata["vocabulary_size"] == len(vocabulary)
   assert movie.metadata["model_version"].startswith("sha256:")
-  assert movie.metadata["data_version"] == feature_info_lib.data_version(cities.pre1)
+  assert movie.metadata["data_version"] == feature_info_lib.data_version(
+      cities.pre1)
   assert movie.metadata["eval_metrics"]["rmse"] > 0
   bias = cities.tables_a["bias_movie"]
   assert bias.tokens == movie.tokens and bias.metadata["table"] == "bias"
@@ -153,7 +155,8 @@ def test_cross_is_loaded_row_for_row_and_stays_frozen(cities):
 
 def test_movie_is_mapped_by_token_and_stays_frozen(cities):
   old = cities.tables_a["movie"]
-  new_tokens = feature_info_lib.read_vocabulary(cities.pre2, "movie") + ["[OOV_0]"]
+  new_tokens = feature_info_lib.read_vocabulary(cities.pre2, "movie") + [
+      "[OOV_0]"]
   old_rows = old.row_of()
   moved = [t for row, t in enumerate(new_tokens)
            if t in old_rows and old_rows[t] != row]

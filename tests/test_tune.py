@@ -1,4 +1,4 @@
-"""`embeddings tune` (workflows/tune.py): search space, seeded study, tuned spec."""
+"""`embeddings tune` (workflows/tune.py, search_space.py): space, study."""
 
 import dataclasses
 import json
@@ -7,13 +7,14 @@ import os
 import optuna
 import pytest
 
+from core import layout
 from trainer import config as config_lib
 from trainer import models
-from workflows import tune
 from transforms import dims
 from transforms import feature_info as feature_info_lib
 from transforms import loader
-from transforms import spec as spec_lib
+from workflows import search_space
+from workflows import tune
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(REPO, "configs", "movielens100k.yaml")
@@ -38,7 +39,7 @@ def _config(spec, **fields):
 
 
 def test_mf_searches_one_shared_dimension_in_both_ranges(spec, infos):
-  space = tune.search_space(_config(spec), spec, infos)
+  space = search_space.search_space(_config(spec), spec, infos)
   # 944 and 1651 rows: fourth roots 5.5 and 6.4 -> 6 and 6, ranges (3, 9).
   assert infos["user"].dim_range == infos["movie"].dim_range == (3, 9)
   assert space.dims == {"mf_dim": (3, 9)}
@@ -50,7 +51,7 @@ def test_dot_product_of_very_different_tables_searches_the_hull(spec, infos):
   infos = dict(infos, movie=dataclasses.replace(
       infos["movie"], size=1_000_000, embedding_dim=32,
       dim_range=dims.embedding_dim_range(32)))
-  space = tune.search_space(_config(spec), spec, infos)
+  space = search_space.search_space(_config(spec), spec, infos)
   assert infos["movie"].dim_range == (19, 45)
   assert space.dims == {"mf_dim": (3, 45)}
 
@@ -59,7 +60,7 @@ def test_dnn_searches_every_tower_table_and_the_trainer_uses_the_trial(
     spec, infos):
   base = _config(spec, model_type="dnn", hybrid=True,
                  features=["gender", "age_bucket", "occupation_x_genre"])
-  space = tune.search_space(base, spec, infos)
+  space = search_space.search_space(base, spec, infos)
   assert space.dims == {"mf_dim": (3, 9), "dim_gender": (1, 2),
                         "dim_age_bucket": (1, 3),
                         "dim_occupation_x_genre": (3, 9)}
@@ -68,7 +69,7 @@ def test_dnn_searches_every_tower_table_and_the_trainer_uses_the_trial(
       "mf_dim": 8, "dim_gender": 2, "dim_age_bucket": 1,
       "dim_occupation_x_genre": 4, "learning_rate": 0.01, "l2_user": 1e-3,
       "l2_item": 2e-3, "l2_embedding": 3e-4})
-  config = tune.suggest_config(trial, space, base, "m/trial_000")
+  config = search_space.suggest_config(trial, space, base, "m/trial_000")
   assert config.model_dir == "m/trial_000" and not config.export
   assert (config.learning_rate, config.l2_user, config.l2_item,
           config.l2_embedding) == (0.01, 1e-3, 2e-3, 3e-4)
@@ -83,13 +84,13 @@ def test_dnn_searches_every_tower_table_and_the_trainer_uses_the_trial(
 def test_side_features_in_the_dot_product_follow_mf_dim(spec, infos):
   base = _config(spec, user_side_features=["age_bucket"],
                  item_side_features=["genres"])
-  space = tune.search_space(base, spec, infos)
+  space = search_space.search_space(base, spec, infos)
   assert space.dims == {"mf_dim": (3, 9)}
   assert space.l2_fields == ("l2_user", "l2_item", "l2_embedding")
   trial = optuna.trial.FixedTrial({"mf_dim": 7, "learning_rate": 0.01,
                                    "l2_user": 1e-3, "l2_item": 1e-3,
                                    "l2_embedding": 1e-3})
-  config = tune.suggest_config(trial, space, base, "m")
+  config = search_space.suggest_config(trial, space, base, "m")
   assert {name: models.embedding_dim(config, infos, name)
           for name in ("user", "movie", "age_bucket", "genres")} == {
               "user": 7, "movie": 7, "age_bucket": 7, "genres": 7}
@@ -97,11 +98,11 @@ def test_side_features_in_the_dot_product_follow_mf_dim(spec, infos):
 
 def test_same_study_seed_samples_the_same_trials(spec, infos):
   base = _config(spec, model_type="dnn")
-  space = tune.search_space(base, spec, infos)
+  space = search_space.search_space(base, spec, infos)
 
   def sampled(seed):
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
-    return [tune.suggest_config(study.ask(), space, base, "m")
+    return [search_space.suggest_config(study.ask(), space, base, "m")
             for _ in range(3)]
 
   first, again, other = sampled(5), sampled(5), sampled(6)
@@ -115,9 +116,9 @@ def test_same_study_seed_samples_the_same_trials(spec, infos):
 
 def test_bad_ranges_are_refused(spec, infos):
   with pytest.raises(config_lib.ConfigError, match="l2_range"):
-    tune.search_space(_config(spec), spec, infos, l2_range=(0.0, 1.0))
+    search_space.search_space(_config(spec), spec, infos, l2_range=(0.0, 1.0))
   with pytest.raises(config_lib.ConfigError, match="learning_rate_range"):
-    tune.search_space(_config(spec), spec, infos,
+    search_space.search_space(_config(spec), spec, infos,
                       learning_rate_range=(0.1, 0.01))
 
 
@@ -135,7 +136,7 @@ def test_tiny_study_writes_a_valid_spec_with_dims_in_range(
   printed = capsys.readouterr().out
   assert code == 0
 
-  with open(os.path.join(work, tune.REPORT_FILE)) as handle:
+  with open(layout.TuneLayout(work).report) as handle:
     report = json.load(handle)
   trials = report["trials"]
   assert [t["number"] for t in trials] == [0, 1, 2]
@@ -154,18 +155,23 @@ def test_tiny_study_writes_a_valid_spec_with_dims_in_range(
   tuned = loader.load_spec(output, env)
   with open(output) as handle:
     assert "${ML100K_DIR" in handle.read()  # placeholders kept, not expanded
-  infos = feature_info_lib.read_feature_info(ml100k_preprocessed)
-  dims = {f.name: f.embedding_dim for f in tuned.features}
-  assert set(report["best"]["embedding_dims"]) == set(infos)  # all embedded
-  for name, dim in dims.items():
-    low, high = infos[name].dim_range
-    assert low <= dim <= high, (name, dim, (low, high))
-  assert dims == report["best"]["embedding_dims"]
+  # The dimensions live in the model section only, once.
+  assert all(f.embedding_dim is None for f in tuned.features)
 
-  # The model section trains exactly the best trial's model.
+  # The model section trains exactly the best trial's model, tables sized
+  # as the best trial's were, each within its tuning range.
   config = config_lib.build_config(
       tuned, {}, preprocessed_dir=ml100k_preprocessed, model_dir="unused",
       spec_path=output)
+  infos = feature_info_lib.read_feature_info(ml100k_preprocessed)
+  names = [name for name in models.model_features(config, tuned)
+           if infos[name].size]
+  table_dims = config.table_dims(infos, names)
+  assert set(report["best"]["embedding_dims"]) == set(infos)  # all embedded
+  assert table_dims == report["best"]["embedding_dims"]
+  for name, dim in table_dims.items():
+    low, high = infos[name].dim_range
+    assert low <= dim <= high, (name, dim, (low, high))
   params = best["params"]
   assert config.model_type == "dnn" and config.hybrid
   assert config.hidden_units == (8,) and config.steps_per_epoch == 5
@@ -176,4 +182,4 @@ def test_tiny_study_writes_a_valid_spec_with_dims_in_range(
     assert 1e-5 <= params[field] <= 1e-1
   assert config.mf_dim == params["mf_dim"]
   assert {name: models.embedding_dim(config, infos, name)
-          for name in infos} == dims
+          for name in infos} == table_dims

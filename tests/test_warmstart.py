@@ -15,7 +15,6 @@ from trainer import optimizers
 from trainer import warmstart
 from transforms import feature_info as feature_info_lib
 from transforms import loader
-from transforms import spec as spec_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,22 +5,24 @@ feature is int64/float32 [batch], a multi-valued one an int64 SparseTensor
 [batch, None], and the label float32 [batch]. The NumPy path is loaded by
 reading the TFRecords once in file order, so with shuffling off both paths
 feed a model the same examples in the same order and train the same weights.
+
+The two paths share this module (past 400 lines) because that contract
+binds them: the batch layout one builds is the layout the other must
+match, and reading them side by side is how a change to either is checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from core import layout
 from transforms.spec import LABEL_KEY
-
-SHARD_PATTERN = "part-*.tfrecord.gz"
 
 
 class PreprocessedDataError(ValueError):
@@ -40,7 +42,7 @@ def list_shards(preprocessed_dir: str, split: str) -> Tuple[str, ...]:
   Raises:
     PreprocessedDataError: the split has no shards.
   """
-  pattern = os.path.join(preprocessed_dir, split, SHARD_PATTERN)
+  pattern = layout.PreprocessedLayout(preprocessed_dir).shard_pattern(split)
   files = tuple(sorted(tf.io.gfile.glob(pattern)))
   if not files:
     raise PreprocessedDataError(
@@ -114,8 +116,8 @@ def _record_blocks(files: Sequence[str], options: InputOptions,
                   ) -> tf.data.Dataset:
   """The shards' serialized records as [<= block_size] string vectors.
 
-  tf.data's per-element cost (a parallel interleave of single records reads
-  ~40K records/s here, against 500K+ for the gzip reader alone) is paid per
+  tf.data's per-element cost (a parallel interleave of single records is
+  an order of magnitude slower than the gzip reader alone) is paid per
   block, not per record. `cycle_length` shards are read in parallel.
   """
   shards = tf.data.Dataset.from_tensor_slices(list(files))
@@ -270,8 +272,9 @@ def choose_input_mode(requested: str, preprocessed_dir: str, split: str,
   """Resolves the "auto" input mode.
 
   A split whose model inputs fit in `max_memory_bytes` (counted twice: the
-  loaded arrays and their tensors) is loaded into memory once ("numpy"): every later epoch then costs no decompression or
-  parsing, which on CPU is several times the step of a small model.
+  loaded arrays and their tensors) is loaded into memory once ("numpy"):
+  every later epoch then costs no decompression or parsing, which on CPU
+  is several times the step of a small model.
   Anything larger is streamed ("tfrecord").
 
   Args:
@@ -364,7 +367,7 @@ def load_arrays(preprocessed_dir: str, split: str,
 
 # Multi-valued columns are held padded (-1 past each row's ids) when that
 # takes at most this many times the ragged layout: a batch is then a plain
-# row gather, about 1.35x the speed of a ragged gather here.
+# row gather, faster than a ragged one.
 MAX_PADDING_GROWTH = 1.5
 
 
@@ -432,8 +435,8 @@ def numpy_dataset(data: InMemorySplit, options: InputOptions,
       [data.dense[name] for name in group], axis=1)))
               for group in by_dtype.values()]
   # Whole batches of row numbers, gathered at once: per-row tf.data work (a
-  # shuffle buffer over row numbers runs at ~0.5M rows/s) would cost more
-  # than the step. Shuffling draws a full permutation per epoch.
+  # shuffle buffer over row numbers) would cost more than the step.
+  # Shuffling draws a full permutation per epoch.
   num_examples = data.num_examples
   if options.shuffle:
     # One stateless seed per epoch from a seeded stream: reruns repeat the

@@ -30,6 +30,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import tensorflow as tf
 
+from core import layout
 from trainer import config as config_lib
 
 DEFAULT = "default"
@@ -54,11 +55,17 @@ class TaskInfo:
   num_ps: int = 0
 
 
+def _resolver(given=None) -> tf.distribute.cluster_resolver.ClusterResolver:
+  """`given` (an in-process test cluster's), else TF_CONFIG's resolver."""
+  return given or tf.distribute.cluster_resolver.TFConfigClusterResolver()
+
+
 def task_info(tf_config: Optional[Mapping[str, Any]] = None) -> TaskInfo:
-  """Parses TF_CONFIG (or the given dict).
+  """This process's place in the cluster, from TF_CONFIG (or the given dict).
 
   Args:
-    tf_config: the parsed TF_CONFIG; None reads the environment.
+    tf_config: the parsed TF_CONFIG; None reads the environment through
+      TensorFlow's TFConfigClusterResolver.
 
   Returns:
     The TaskInfo (one worker, no ps when TF_CONFIG is unset).
@@ -67,17 +74,21 @@ def task_info(tf_config: Optional[Mapping[str, Any]] = None) -> TaskInfo:
     config.ConfigError: TF_CONFIG is not valid JSON.
   """
   if tf_config is None:
-    raw = os.environ.get("TF_CONFIG", "")
+    resolver = _resolver()
     try:
-      tf_config = json.loads(raw) if raw else {}
+      cluster = resolver.cluster_spec()
+      task_type, task_id = resolver.task_type, resolver.task_id
     except json.JSONDecodeError as error:
-      raise config_lib.ConfigError(f"TF_CONFIG is not valid JSON: {error}") \
-          from None
-  cluster = tf_config.get("cluster", {}) or {}
-  task = tf_config.get("task", {}) or {}
-  workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
-  return TaskInfo(task_type=task.get("type"), task_id=int(task.get("index", 0)),
-                  num_workers=max(workers, 1), num_ps=len(cluster.get("ps", [])))
+      raise config_lib.ConfigError(
+          f"TF_CONFIG is not valid JSON: {error}") from None
+  else:
+    cluster = tf.train.ClusterSpec(tf_config.get("cluster") or {})
+    task = tf_config.get("task") or {}
+    task_type, task_id = task.get("type"), task.get("index")
+  jobs = cluster.as_dict()
+  workers = sum(len(jobs.get(job, ())) for job in ("chief", "worker"))
+  return TaskInfo(task_type=task_type, task_id=int(task_id or 0),
+                  num_workers=max(workers, 1), num_ps=len(jobs.get("ps", ())))
 
 
 def resolve_strategy_name(name: str, info: Optional[TaskInfo] = None,
@@ -128,8 +139,7 @@ def run_server(cluster_resolver=None,
     data_service_port: the dispatcher's port on the chief's host; None
       runs no tf.data worker.
   """
-  resolver = (cluster_resolver
-              or tf.distribute.cluster_resolver.TFConfigClusterResolver())
+  resolver = _resolver(cluster_resolver)
   if resolver.task_type == "ps":
     # A ps has no GPU work; keep it from grabbing devices.
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
@@ -158,9 +168,7 @@ def resolve_cluster_spec(cluster_resolver=None) -> tf.train.ClusterSpec:
   Returns:
     Its ClusterSpec.
   """
-  return (cluster_resolver or
-          tf.distribute.cluster_resolver.TFConfigClusterResolver()
-         ).cluster_spec()
+  return _resolver(cluster_resolver).cluster_spec()
 
 
 def _host(address: str) -> str:
@@ -282,8 +290,7 @@ def build_strategy(config: config_lib.TrainerConfig,
       return tf.distribute.MultiWorkerMirroredStrategy(
           cluster_resolver=cluster_resolver)
     return tf.distribute.MultiWorkerMirroredStrategy()
-  resolver = (cluster_resolver
-              or tf.distribute.cluster_resolver.TFConfigClusterResolver())
+  resolver = _resolver(cluster_resolver)
   num_ps = len(resolver.cluster_spec().as_dict().get("ps", []))
   if not num_ps:
     raise config_lib.ConfigError(
@@ -296,6 +303,7 @@ def build_strategy(config: config_lib.TrainerConfig,
 
 
 def is_parameter_server(strategy: tf.distribute.Strategy) -> bool:
+  """Whether `strategy` is a ParameterServerStrategy (either API)."""
   return isinstance(strategy,
                     (tf.distribute.ParameterServerStrategy,
                      tf.distribute.experimental.ParameterServerStrategy))
@@ -319,15 +327,23 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
                                   and task_id == 0)
 
 
-def worker_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
-  """Where this process writes: model_dir for the chief, else a subfolder.
+def worker_layout(model_dir: str, strategy: tf.distribute.Strategy
+                 ) -> layout.ModelLayout:
+  """Where this process writes its report, logs and SavedModel.
 
   Multi-worker saving is collective (every worker must save), so non-chief
-  workers save too, under model_dir/workers/<type>_<id>, which also lets a
-  test compare the workers' weights.
+  workers save too, each into its own ModelLayout.worker folder, which also
+  lets a test compare the workers' weights.
+
+  Args:
+    model_dir: the run's --model_dir.
+    strategy: the run's strategy.
+
+  Returns:
+    model_dir's layout for the chief, else this worker's.
   """
+  model = layout.ModelLayout(model_dir)
   if is_chief(strategy):
-    return model_dir
+    return model
   resolver = strategy.cluster_resolver
-  return os.path.join(model_dir, "workers",
-                      f"{resolver.task_type}_{resolver.task_id}")
+  return model.worker(resolver.task_type, resolver.task_id)

@@ -140,7 +140,7 @@ class TrainedModel:
     model_version hashes the SavedModel's variable index (which holds a
     checksum of every tensor), so it changes exactly when weights change.
     """
-    index = files.join(self.saved_model_dir, "variables", "variables.index")
+    index = layout.join(self.saved_model_dir, "variables", "variables.index")
     with tf.io.gfile.GFile(index, "rb") as handle:
       model_hash = hashlib.sha256(handle.read()).hexdigest()[:16]
     report_path = layout.ModelLayout(self.model_dir).report
@@ -178,7 +178,7 @@ def read_trained_model(model_dir: str) -> TrainedModel:
     raise FileNotFoundError(f"{model_dir!r} has no report.json: it is not "
                             f"the model_dir of a finished `embeddings train`")
   saved_model_dir = report.get("export_dir") or paths.saved_model
-  if not tf.io.gfile.exists(files.join(saved_model_dir, "saved_model.pb")):
+  if not tf.io.gfile.exists(layout.join(saved_model_dir, "saved_model.pb")):
     raise FileNotFoundError(f"{model_dir!r}: no SavedModel at "
                             f"{saved_model_dir!r} (trained with --no-export?)")
   config = report.get("config") or {}
@@ -237,9 +237,9 @@ def model_dir_tables(model_dir: str, preprocessed_dir: Optional[str] = None,
     with_labels: compute readable row labels (the kinds' row_labels).
 
   Returns:
-    Table name -> EmbeddingTable with full metadata, rows named, not yet
-    saved: each embedded feature under its name, each per-row bias under
-    `bias_<feature>` (metadata "table": "bias").
+    Table name -> artifacts.EmbeddingTable with full metadata, rows
+    named, not yet saved: each embedded feature under its name, each
+    per-row bias under `bias_<feature>` (metadata "table": "bias").
 
   Raises:
     FileNotFoundError: not a finished model directory, or no data dir known.
@@ -303,7 +303,7 @@ def export_tables(model_dir: str, output: str,
     tables: the tables to export (default: all).
 
   Returns:
-    Table name -> the EmbeddingTable written.
+    Table name -> the artifacts.EmbeddingTable written.
 
   Raises:
     FileNotFoundError, ValueError: see model_dir_tables; ValueError also

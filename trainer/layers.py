@@ -1,6 +1,6 @@
 """Embedding layers whose gradients stay sparse.
 
-`EmbeddingTable` is one table per feature (layer `embedding_<feature>`,
+`EmbeddingLookup` is one table per feature (layer `embedding_<feature>`,
 weight `embedding_<feature>/embeddings`). Three choices keep a step's cost
 proportional to the batch, not to the table:
 
@@ -15,6 +15,9 @@ proportional to the batch, not to the table:
 A table may start from given values (`PretrainedTable`, the hook the warm
 start and frozen transfer code uses), be frozen whole (`trainable=False`,
 not a trainable variable at all), or freeze only some rows.
+
+The layer classes are registered with Keras (package `embeddings`), so
+keras.models.load_model revives a saved model without custom_objects.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import tf_keras as keras
 EMBEDDING_LAYER_PREFIX = "embedding_"
 BIAS_LAYER_PREFIX = "bias_"
 EMBEDDING_WEIGHT = "embeddings"
+# The Keras registration package: classes are saved as `embeddings>Name`.
+SERIALIZATION_PACKAGE = "embeddings"
 
 
 def embedding_layer_name(feature: str) -> str:
@@ -74,8 +79,12 @@ class PretrainedTable:
     return tuple(self.values.shape)
 
 
-class EmbeddingTable(keras.layers.Layer):
-  """One feature's embedding table with sparse gradients.
+@keras.utils.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class EmbeddingLookup(keras.layers.Layer):
+  """One feature's embedding table with sparse gradients, as a Keras layer.
+
+  (Its trained values, written as an artifact, are a
+  core.artifacts.EmbeddingTable.)
 
   Called on int64 ids [batch] (one row each) or an int64 SparseTensor
   [batch, None] (rows averaged: the mean combiner; an empty row gives
@@ -180,6 +189,7 @@ class EmbeddingTable(keras.layers.Layer):
     return config
 
 
+@keras.utils.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class GlobalBias(keras.layers.Layer):
   """Adds one learned scalar (the global mean) to its input."""
 
@@ -203,6 +213,7 @@ class GlobalBias(keras.layers.Layer):
     return config
 
 
+@keras.utils.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 class ClipAtInference(keras.layers.Layer):
   """Clips predictions to [low, high] at inference; identity in training.
 
@@ -228,8 +239,3 @@ class ClipAtInference(keras.layers.Layer):
     config.update({"low": self.low, "high": self.high})
     return config
 
-
-def custom_objects():
-  """Layer classes by name, for keras.models.load_model."""
-  return {"EmbeddingTable": EmbeddingTable, "GlobalBias": GlobalBias,
-          "ClipAtInference": ClipAtInference}

@@ -53,6 +53,8 @@ def metrics_from_predictions(labels: np.ndarray, predictions: np.ndarray,
                      f"predictions")
   result: Dict[str, float] = {"examples": int(labels.size)}
   if task == "binary":
+    # Imported here: importing scikit-learn is a noticeable share of the
+    # trainer's start-up, and only binary tasks need it.
     from sklearn import metrics as sk_metrics
     probabilities = np.clip(predictions, 1e-7, 1 - 1e-7)
     result["log_loss"] = float(-np.mean(

@@ -9,9 +9,10 @@
   hidden layers, plus an item bias and the global mean at the output; with
   `hybrid` also the MF dot product and a user bias.
 
-Sizes and dimensions come from `feature_info.json` (never recomputed);
-config.embedding_dims and config.mf_dim override dimensions. Every table is
-an `layers.EmbeddingTable`, so `pretrained` values (warm start, frozen
+Sizes come from `feature_info.json` (never recomputed), dimensions from
+TrainerConfig.table_dims (transforms/dims.py's one rule: feature_info's
+dimension, config.embedding_dims and config.mf_dim). Every table is a
+`layers.EmbeddingLookup`, so `pretrained` values (warm start, frozen
 transfer) plug in by feature name.
 """
 
@@ -26,7 +27,6 @@ import tf_keras as keras
 from trainer import config as config_lib
 from trainer import layers
 from transforms import feature_info as feature_info_lib
-from transforms import kinds
 from transforms import spec as spec_lib
 
 PREDICTION = "prediction"
@@ -54,7 +54,7 @@ def model_features(config: config_lib.TrainerConfig,
       wanted.add(item)
     if config.hybrid:
       wanted.add(user)
-  if config.model_type == "mf" or config.hybrid:
+  if config.has_dot_product:
     wanted |= set(config.user_side_features) | set(config.item_side_features)
   return [f.name for f in spec.features if f.name in wanted]
 
@@ -62,34 +62,28 @@ def model_features(config: config_lib.TrainerConfig,
 def embedding_dim(config: config_lib.TrainerConfig,
                   infos: Mapping[str, feature_info_lib.FeatureInfo],
                   feature: str) -> int:
-  """A table's dimension: override, MF dimension, else the transform's."""
-  user, item = config.user_feature, config.item_feature
-  dot_product = config.model_type == "mf" or config.hybrid
-  in_dot = (user, item) + config.user_side_features + config.item_side_features
-  if dot_product and feature in in_dot:
-    if config.mf_dim is not None:
-      return config.mf_dim
-    overrides = config.embedding_dim_overrides
-    dims = [overrides.get(name, infos[name].embedding_dim)
-            for name in (user, item)]
-    return max(dims)
-  return config.embedding_dim_overrides.get(feature,
-                                            infos[feature].embedding_dim)
+  """A table's dimension in a model built from `config`.
+
+  Args:
+    config: the trainer config (overrides, mf_dim, the dot product).
+    infos: feature_info of the training data.
+    feature: the feature.
+
+  Returns:
+    config.table_dims' dimension for the feature's table.
+  """
+  return config.table_dims(infos, [feature])[feature]
 
 
-def _table(config: config_lib.TrainerConfig,
-           infos: Mapping[str, feature_info_lib.FeatureInfo], feature: str,
-           l2: float, pretrained: Mapping[str, layers.PretrainedTable],
-           seed: int) -> layers.EmbeddingTable:
-  info = infos[feature]
-  dim = embedding_dim(config, infos, feature)
-  table = pretrained.get(feature)
+def _table(feature: str, info: feature_info_lib.FeatureInfo, dim: int,
+           l2: float, table: Optional[layers.PretrainedTable],
+           seed: int) -> layers.EmbeddingLookup:
   if table is not None and table.shape != (info.size, dim):
     raise ValueError(
         f"pretrained table for feature {feature!r} has shape {table.shape}, "
         f"but the model's table is ({info.size}, {dim}) (rows from "
         f"feature_info.json, dimension from the config)")
-  return layers.EmbeddingTable(
+  return layers.EmbeddingLookup(
       feature=feature, size=info.size, dim=dim, l2=l2,
       initializer=keras.initializers.GlorotUniform(seed=seed),
       initial_value=None if table is None else table.values,
@@ -98,8 +92,8 @@ def _table(config: config_lib.TrainerConfig,
       trainable=True if table is None else table.trainable)
 
 
-def _bias(infos, feature: str, l2: float) -> layers.EmbeddingTable:
-  return layers.EmbeddingTable(
+def _bias(infos, feature: str, l2: float) -> layers.EmbeddingLookup:
+  return layers.EmbeddingLookup(
       feature=feature, size=infos[feature].size, dim=1, l2=l2,
       initializer="zeros", name=layers.bias_layer_name(feature))
 
@@ -126,7 +120,7 @@ def model_inputs(spec: spec_lib.FeatureSpec,
   inputs = {}
   for name in names:
     info = infos[name]
-    if info.kind == kinds.NUMERIC:
+    if not info.kind.categorical:
       inputs[name] = keras.Input(shape=(), dtype=tf.float32, name=name)
     elif info.multivalent:
       inputs[name] = keras.Input(shape=(None,), dtype=tf.int64, sparse=True,
@@ -144,11 +138,82 @@ def _l2_for(config: config_lib.TrainerConfig, feature: str) -> float:
   return config.l2_embedding
 
 
+def _check_features(names, infos: Mapping[str, feature_info_lib.FeatureInfo],
+                    pretrained: Mapping[str, layers.PretrainedTable]) -> None:
+  missing = sorted(set(names) - set(infos))
+  if missing:
+    raise ValueError(f"features {missing} are not in feature_info.json; was "
+                     f"the data preprocessed with this spec?")
+  unknown = sorted(set(pretrained) - set(names))
+  if unknown:
+    raise ValueError(f"pretrained tables for {unknown} match no embedded "
+                     f"feature of this model ({names})")
+  for name in pretrained:
+    if not infos[name].kind.categorical:
+      raise ValueError(f"pretrained table for numeric feature {name!r}")
+
+
+def _dot_product(config: config_lib.TrainerConfig, inputs, table):
+  """user vector . item vector, each the sum of its tables' rows."""
+  user_vec = _sum([table(name)(inputs[name]) for name in
+                   (config.user_feature,) + config.user_side_features],
+                  "user_vector")
+  item_vec = _sum([table(name)(inputs[name]) for name in
+                   (config.item_feature,) + config.item_side_features],
+                  "item_vector")
+  return keras.layers.Dot(axes=1, name="dot")([user_vec, item_vec])
+
+
+def _tower(config: config_lib.TrainerConfig, spec: spec_lib.FeatureSpec,
+           infos, names, inputs, table, seeds):
+  """The dnn tower: embeddings and numeric features into hidden layers."""
+  tower = config.features or [f.name for f in spec.features]
+  parts = []
+  for name in names:
+    if name not in tower:
+      continue
+    if infos[name].kind.categorical:
+      parts.append(table(name)(inputs[name]))
+    else:
+      parts.append(keras.layers.Reshape((1,))(inputs[name]))
+  x = (keras.layers.Concatenate(name="concat")(parts) if len(parts) > 1
+       else parts[0])
+  regularizer = (keras.regularizers.L2(config.l2_dense)
+                 if config.l2_dense > 0 else None)
+  for index, units in enumerate(config.hidden_units):
+    x = keras.layers.Dense(
+        units, activation="relu", kernel_regularizer=regularizer,
+        kernel_initializer=keras.initializers.GlorotUniform(next(seeds)),
+        name=f"hidden_{index}")(x)
+    if config.dropout > 0:
+      x = keras.layers.Dropout(config.dropout, seed=next(seeds))(x)
+  return keras.layers.Dense(
+      1, kernel_initializer=keras.initializers.GlorotUniform(next(seeds)),
+      name="tower_output")(x)
+
+
+def _prediction(config: config_lib.TrainerConfig, spec: spec_lib.FeatureSpec,
+                logits, label_mean: float):
+  """The global bias and the task's output on the summed terms [batch]."""
+  if config.resolve_task(spec) == "binary":
+    mean = min(max(label_mean, 1e-6), 1 - 1e-6)
+    initial = math.log(mean / (1 - mean))
+    logits = layers.GlobalBias(initial, name="global_bias")(logits)
+    return keras.layers.Activation("sigmoid", name=PREDICTION)(logits)
+  output = layers.GlobalBias(label_mean, name="global_bias")(logits)
+  if config.clip_predictions and (spec.label.min is not None
+                                  or spec.label.max is not None):
+    return layers.ClipAtInference(spec.label.min, spec.label.max,
+                                  name=PREDICTION)(output)
+  return keras.layers.Activation("linear", name=PREDICTION)(output)
+
+
 def build_model(config: config_lib.TrainerConfig,
                 spec: spec_lib.FeatureSpec,
                 infos: Mapping[str, feature_info_lib.FeatureInfo],
                 label_mean: float = 0.0,
-                pretrained: Optional[Mapping[str, layers.PretrainedTable]] = None
+                pretrained: Optional[
+                    Mapping[str, layers.PretrainedTable]] = None
                ) -> keras.Model:
   """Builds the (uncompiled) model; call inside strategy.scope().
 
@@ -170,87 +235,36 @@ def build_model(config: config_lib.TrainerConfig,
   """
   pretrained = dict(pretrained or {})
   names = model_features(config, spec)
-  missing = sorted(set(names) - set(infos))
-  if missing:
-    raise ValueError(f"features {missing} are not in feature_info.json; was "
-                     f"the data preprocessed with this spec?")
-  unknown = sorted(set(pretrained) - set(names))
-  if unknown:
-    raise ValueError(f"pretrained tables for {unknown} match no embedded "
-                     f"feature of this model ({names})")
-  for name, table in pretrained.items():
-    if infos[name].kind == kinds.NUMERIC:
-      raise ValueError(f"pretrained table for numeric feature {name!r}")
-  task = config.resolve_task(spec)
-  user, item = config.user_feature, config.item_feature
+  _check_features(names, infos, pretrained)
   inputs = model_inputs(spec, infos, names)
+  dims = config.table_dims(
+      infos, [name for name in names if infos[name].kind.categorical])
+  # Seeds are drawn in the order layers are built: a table on first use.
   seeds = iter(range(config.seed, config.seed + 10 * len(names) + 10))
+  tables: Dict[str, layers.EmbeddingLookup] = {}
 
-  tables = {}
-
-  def table(name: str) -> layers.EmbeddingTable:
+  def table(name: str) -> layers.EmbeddingLookup:
     if name not in tables:
-      tables[name] = _table(config, infos, name, _l2_for(config, name),
-                            pretrained, next(seeds))
+      tables[name] = _table(name, infos[name], dims[name],
+                            _l2_for(config, name), pretrained.get(name),
+                            next(seeds))
     return tables[name]
 
-  def squeeze(x):
-    return keras.layers.Reshape(())(x)
-
   terms = []
-  if config.model_type == "mf" or config.hybrid:
-    user_vec = _sum([table(name)(inputs[name])
-                     for name in (user,) + config.user_side_features],
-                    "user_vector")
-    item_vec = _sum([table(name)(inputs[name])
-                     for name in (item,) + config.item_side_features],
-                    "item_vector")
-    terms.append(keras.layers.Dot(axes=1, name="dot")([user_vec, item_vec]))
-    terms.append(_bias(infos, user, config.l2_bias)(inputs[user]))
+  if config.has_dot_product:
+    terms.append(_dot_product(config, inputs, table))
+    terms.append(_bias(infos, config.user_feature,
+                       config.l2_bias)(inputs[config.user_feature]))
   if config.model_type == "dnn":
-    parts = []
-    tower = config.features or [f.name for f in spec.features]
-    for name in names:
-      if name not in tower:
-        continue
-      if infos[name].kind == kinds.NUMERIC:
-        parts.append(keras.layers.Reshape((1,))(inputs[name]))
-      else:
-        parts.append(table(name)(inputs[name]))
-    x = (keras.layers.Concatenate(name="concat")(parts) if len(parts) > 1
-         else parts[0])
-    regularizer = (keras.regularizers.L2(config.l2_dense)
-                   if config.l2_dense > 0 else None)
-    for index, units in enumerate(config.hidden_units):
-      x = keras.layers.Dense(
-          units, activation="relu", kernel_regularizer=regularizer,
-          kernel_initializer=keras.initializers.GlorotUniform(next(seeds)),
-          name=f"hidden_{index}")(x)
-      if config.dropout > 0:
-        x = keras.layers.Dropout(config.dropout, seed=next(seeds))(x)
-    terms.append(keras.layers.Dense(
-        1, kernel_initializer=keras.initializers.GlorotUniform(next(seeds)),
-        name="tower_output")(x))
-  if item is not None:
-    terms.append(_bias(infos, item, config.l2_bias)(inputs[item]))
-  logits = (keras.layers.Add(name="sum")(terms) if len(terms) > 1
-            else terms[0])
-  logits = squeeze(logits)
-  if task == "binary":
-    mean = min(max(label_mean, 1e-6), 1 - 1e-6)
-    initial = math.log(mean / (1 - mean))
-    logits = layers.GlobalBias(initial, name="global_bias")(logits)
-    output = keras.layers.Activation("sigmoid", name=PREDICTION)(logits)
-  else:
-    output = layers.GlobalBias(label_mean, name="global_bias")(logits)
-    if config.clip_predictions and (spec.label.min is not None
-                                    or spec.label.max is not None):
-      output = layers.ClipAtInference(spec.label.min, spec.label.max,
-                                      name=PREDICTION)(output)
-    else:
-      output = keras.layers.Activation("linear", name=PREDICTION)(output)
-  return keras.Model(inputs=inputs, outputs=output,
-                     name=f"{config.model_type}_{task}")
+    terms.append(_tower(config, spec, infos, names, inputs, table, seeds))
+  if config.item_feature is not None:
+    terms.append(_bias(infos, config.item_feature,
+                       config.l2_bias)(inputs[config.item_feature]))
+  logits = keras.layers.Reshape(())(
+      keras.layers.Add(name="sum")(terms) if len(terms) > 1 else terms[0])
+  return keras.Model(inputs=inputs,
+                     outputs=_prediction(config, spec, logits, label_mean),
+                     name=f"{config.model_type}_{config.resolve_task(spec)}")
 
 
 def compile_model(model: keras.Model, config: config_lib.TrainerConfig,
@@ -282,7 +296,8 @@ def compile_model(model: keras.Model, config: config_lib.TrainerConfig,
   return model
 
 
-def embedding_table(model: keras.Model, feature: str) -> layers.EmbeddingTable:
+def embedding_table(model: keras.Model, feature: str
+                   ) -> layers.EmbeddingLookup:
   """The model's embedding layer for `feature`.
 
   Args:
@@ -290,7 +305,7 @@ def embedding_table(model: keras.Model, feature: str) -> layers.EmbeddingTable:
     feature: the feature name.
 
   Returns:
-    The EmbeddingTable layer (its `.embeddings` is the table variable).
+    The EmbeddingLookup layer (its `.embeddings` is the table variable).
 
   Raises:
     KeyError: the model has no table for the feature.

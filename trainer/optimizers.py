@@ -2,11 +2,12 @@
 
 tf_keras Adam applies a sparse gradient by decaying the first and second
 moments of *every* row (`m.assign_add(-m * (1 - beta_1))`), so a step costs
-O(table size): 296 ms/step with 1M-row tables against 6.8 ms for Adagrad in
-the issue's measurement. LazyAdam (as in TensorFlow Addons and the original
-`tf.contrib.opt.LazyAdamOptimizer`) updates the moments and weights of the
-rows present in the gradient only; rows outside the batch keep their values
-and moments bit for bit. On dense gradients it is tf_keras Adam exactly.
+O(table size): with million-row tables its steps take many times Adagrad's
+(benchmarks/trainer_bench.py measures the ratio). LazyAdam (as in
+TensorFlow Addons and the original `tf.contrib.opt.LazyAdamOptimizer`)
+updates the moments and weights of the rows present in the gradient only;
+rows outside the batch keep their values and moments bit for bit. On dense
+gradients it is tf_keras Adam exactly.
 
 The lazy update differs from Adam for rows that were not in the batch:
 their moments do not decay in that step. For embeddings that is the point:
@@ -19,6 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from trainer import config as config_lib
+from trainer import layers
 
 
 def _packed_shape(variable) -> tf.TensorShape:
@@ -29,7 +31,7 @@ def _packed_shape(variable) -> tf.TensorShape:
   return tf.TensorShape([shape[0], 2]).concatenate(shape[1:])
 
 
-@keras.utils.register_keras_serializable(package="embeddings")
+@keras.utils.register_keras_serializable(package=layers.SERIALIZATION_PACKAGE)
 class LazyAdam(keras.optimizers.Adam):
   """Adam that updates only the rows of a sparse gradient.
 
@@ -128,8 +130,8 @@ class LazyAdam(keras.optimizers.Adam):
     mv.scatter_update(tf.IndexedSlices(rows, indices))
     m_rows, v_rows = rows[:, 0], rows[:, 1]
     # The same subtraction as scatter_sub, but gathering the rows and writing
-    # them back whole is faster where the rows are not in the cache: about
-    # 0.5 vs 0.9 ms for 4K rows of a 1M x 32 table here, the same on 10K.
+    # them back whole is faster where the rows are not in the cache (large
+    # tables), and no slower where they are.
     variable.scatter_update(tf.IndexedSlices(
         tf.gather(variable, indices)
         - (m_rows * alpha) / (tf.sqrt(v_rows) + epsilon), indices))

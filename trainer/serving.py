@@ -7,13 +7,14 @@ Signatures of the exported model:
   * `serving_transformed`: serialized *transformed* tf.Examples (the rows
     the preprocessing pipeline writes to train/ and eval/) ->
     {"predictions": [batch]}.
-The Keras model itself is saved with them (keras.models.load_model with
-`layers.custom_objects()` revives it).
+The Keras model itself is saved with them: keras.models.load_model revives
+it (the trainer's layer classes are registered, trainer/layers.py). Where
+the SavedModel goes in a model directory is core.layout's
+ModelLayout.saved_model.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Dict, Mapping, Sequence
 
 import numpy as np
@@ -26,7 +27,6 @@ from transforms import spec as spec_lib
 SERVING_DEFAULT = "serving_default"
 SERVING_TRANSFORMED = "serving_transformed"
 PREDICTIONS = "predictions"
-EXPORT_SUBDIR = "export"
 
 _DTYPES = {"string": tf.string, "int": tf.int64, "float": tf.float32}
 
@@ -132,7 +132,3 @@ def raw_examples(spec: spec_lib.FeatureSpec,
         features=tf.train.Features(feature=features)).SerializeToString())
   return np.array(serialized, dtype=object)
 
-
-def export_path(model_dir: str) -> str:
-  """The SavedModel location inside a model directory."""
-  return os.path.join(model_dir, EXPORT_SUBDIR)

@@ -18,21 +18,23 @@ without a vocabulary (hashed, crossed, bucketized) are reused row for row,
 only when the artifact's hash parameters equal the new feature's.
 
 `pretrained_tables(spec, preprocessed_dir)` returns what the model builder
-takes as `pretrained=`; trainer/task.py calls it for every training run.
+takes as `pretrained=`; `pretrained_for_training`, which trainer/task.py
+calls for every training run, sizes them as the model's tables.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from core import artifacts
+from core import files
 from core import layout
+from trainer import config as config_lib
+from trainer import models
 from trainer import warmstart
 from trainer.layers import PretrainedTable
 from transforms import feature_info as feature_info_lib
@@ -65,7 +67,7 @@ def checkpoint_prefix(path: str) -> str:
     latest = tf.train.latest_checkpoint(path)
     if latest:
       return latest
-    indexes = tf.io.gfile.glob(os.path.join(path, "*.index"))
+    indexes = tf.io.gfile.glob(layout.join(path, "*.index"))
     if len(indexes) == 1:
       return indexes[0][:-len(".index")]
   raise TransferError(f"from_checkpoint path {path!r} holds no TF checkpoint "
@@ -104,15 +106,12 @@ def load_checkpoint_table(feature: str, source: spec_lib.CheckpointSource
   if values.ndim != 2:
     raise TransferError(f"feature {feature!r}: {origin} has shape "
                         f"{values.shape}, not a [rows, dimension] table")
-  directory = os.path.dirname(prefix)
-  metadata: Dict[str, Any] = {}
-  metadata_path = layout.TableLayout(directory).metadata
-  if tf.io.gfile.exists(metadata_path):
-    with tf.io.gfile.GFile(metadata_path) as handle:
-      metadata = json.load(handle)
-    if metadata.get("tensor_name") != source.tensor:
-      # The metadata beside it describes another tensor of the checkpoint.
-      metadata = {}
+  directory = layout.split(prefix)[0]
+  metadata: Dict[str, Any] = files.read_json(
+      layout.TableLayout(directory).metadata) or {}
+  if metadata.get("tensor_name") != source.tensor:
+    # The metadata beside it describes another tensor of the checkpoint.
+    metadata = {}
   vocab_path = layout.TableLayout(directory).vocab
   named = tf.io.gfile.exists(vocab_path)
   if named:
@@ -187,7 +186,8 @@ def pretrained_tables(spec: spec_lib.FeatureSpec, preprocessed_dir: str,
   for name, source in sources.items():
     info = infos[name]
     target = warmstart.TargetTable(
-        name=name, tokens=tuple(feature_info_lib.table_tokens(preprocessed_dir, info)),
+        name=name,
+        tokens=tuple(feature_info_lib.table_tokens(preprocessed_dir, info)),
         dimension=dict(dimensions or {}).get(name, info.embedding_dim),
         kind=info.kind, hash=spec.hash_parameters(name),
         origin=f"the model (spec {spec.name!r}, data {preprocessed_dir})")
@@ -206,7 +206,7 @@ def pretrained_tables(spec: spec_lib.FeatureSpec, preprocessed_dir: str,
 
 
 def pretrained_for_training(
-    config, spec: spec_lib.FeatureSpec,
+    config: config_lib.TrainerConfig, spec: spec_lib.FeatureSpec,
     feature_info: Mapping[str, feature_info_lib.FeatureInfo],
     pretrained: Optional[Mapping[str, PretrainedTable]] = None
 ) -> Dict[str, PretrainedTable]:
@@ -228,13 +228,11 @@ def pretrained_for_training(
   Raises:
     TransferError: a `from_checkpoint` cannot be loaded.
   """
-  from trainer import models  # pylint: disable=g-import-not-at-top
   names = [name for name in models.model_features(config, spec)
            if feature_info[name].size]
   loaded = pretrained_tables(
       spec, config.preprocessed_dir, feature_info=feature_info,
-      dimensions={name: models.embedding_dim(config, feature_info, name)
-                  for name in names},
+      dimensions=config.table_dims(feature_info, names),
       features=[name for name in names if name not in (pretrained or {})],
       seed=config.seed)
   for name, report in loaded.reports.items():

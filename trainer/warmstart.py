@@ -265,7 +265,8 @@ def target_tables(preprocessed_dir: str,
     if not info.size or (features is not None and name not in features):
       continue
     targets[name] = TargetTable(
-        name=name, tokens=tuple(feature_info_lib.table_tokens(preprocessed_dir, info)),
+        name=name,
+        tokens=tuple(feature_info_lib.table_tokens(preprocessed_dir, info)),
         dimension=info.embedding_dim, kind=info.kind,
         hash=spec.hash_parameters(name) if spec else None,
         origin=f"the new data ({preprocessed_dir})")
@@ -327,8 +328,8 @@ def warm_start_tables(old: OldTables, new: NewTables, *,
     old: an export directory (`embeddings export --output`), a trained
       model directory (`embeddings train --model_dir`; its rows are named by
       the data its report names, or `old_preprocessed`), a mapping feature
-      -> EmbeddingTable, or a trained tf_keras model (then `old_preprocessed`
-      names its rows).
+      -> artifacts.EmbeddingTable, or a trained tf_keras model (then
+      `old_preprocessed` names its rows).
     new: the new preprocessing output directory, or feature -> TargetTable,
       or feature -> row tokens.
     spec: the new feature spec; when given, hash parameters are checked.

@@ -102,7 +102,8 @@ def resolve_feature_info(spec: spec_lib.FeatureSpec,
         embedding_dim=dims.spec_dimension(feature.embedding_dim, size),
         dim_range=dims.embedding_dim_range(dims.auto_embedding_dim(size)),
         multivalent=spec.is_multivalent(feature.name),
-        vocabulary_file=feature.name if feature.has_learned_vocabulary else None)
+        vocabulary_file=(feature.name if feature.has_learned_vocabulary
+                         else None))
   return infos
 
 
@@ -195,11 +196,11 @@ def data_version(preprocessed_dir: str) -> str:
   digest = hashlib.sha256()
   names = [paths.feature_info]
   if tf.io.gfile.isdir(paths.vocabulary_assets):
-    names += [files.join(paths.vocabulary_assets, name)
+    names += [layout.join(paths.vocabulary_assets, name)
               for name in sorted(tf.io.gfile.listdir(paths.vocabulary_assets))]
   for path in names:
     if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
-      digest.update(files.split(path)[1].encode("utf-8"))
+      digest.update(layout.split(path)[1].encode("utf-8"))
       with tf.io.gfile.GFile(path, "rb") as handle:
         digest.update(handle.read())
   return "sha256:" + digest.hexdigest()[:16]

@@ -12,17 +12,8 @@
         prints per-fold metrics and mean +- std. Extra flags (--model_type,
         --epochs, ...) go to the trainer.
 
-The best setting measured on the 5 folds (mean RMSE 0.904, against
-scikit-surprise SVD 0.938 and SVD++ 0.922 on the same folds) is a hybrid:
-the MF term with side features added to the user and item vectors, plus a
-small tower over the side, cross and time features:
-
-    --model_type dnn --hybrid --mf_dim 32 --l2_user 0.1 --l2_item 0.1
-    --l2_embedding 0.05 --hidden_units 64 --dropout 0.5 --epochs 12
-    --user_side_features gender,occupation,age_bucket,age_x_gender
-    --item_side_features genres
-    --features gender,occupation,age_bucket,genres,age_x_gender,
-               occupation_x_genre,day_of_week,hour_of_day,day_x_hour
+The setting that `make ml100k-folds` runs, and its measured results, are in
+the README.
 """
 
 from __future__ import annotations
@@ -32,16 +23,18 @@ import json
 import os
 import sys
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from core import files
 from core import layout
+from core import outputs
 from pipelines import preprocess as preprocess_lib
 from trainer import metrics as metrics_lib
-from trainer import serving
 from trainer import task as task_lib
+from transforms import spec as spec_lib
 
 DEFAULT_FOLDS = ("u1", "u2", "u3", "u4", "u5")
 
@@ -82,12 +75,23 @@ def format_fold_table(per_fold: Mapping[str, Mapping[str, float]],
   return "\n".join(lines)
 
 
+def _train_one_fold(spec_path: str, env: Sequence[Tuple[str, str]],
+                    preprocessed: str, model_dir: str,
+                    train_argv: Sequence[str]) -> Dict[str, Any]:
+  """Trains one fold's model afresh; returns its train report."""
+  files.remove_tree(model_dir)
+  args = task_lib.flag_parser().parse_args(
+      ["--spec", spec_path, "--preprocessed", preprocessed,
+       "--model_dir", model_dir]
+      + [flag for pair in env for flag in ("--env", "=".join(pair))]
+      + list(train_argv))
+  return task_lib.train(task_lib.config_from_args(args)).report
+
+
 def run_ml100k_folds(ml100k_dir: str, spec_path: str, work_dir: str,
                      folds: Sequence[str] = DEFAULT_FOLDS,
                      train_argv: Sequence[str] = (),
-                     preprocess: Optional[Callable[[List[str]], object]] = None,
-                     reuse_preprocessed: bool = True
-                    ) -> Dict[str, object]:
+                     reuse_preprocessed: bool = True) -> Dict[str, Any]:
   """Runs the MovieLens 100K protocol over the given folds.
 
   Args:
@@ -97,48 +101,64 @@ def run_ml100k_folds(ml100k_dir: str, spec_path: str, work_dir: str,
     work_dir: preprocessed data and models go to <work_dir>/<fold>/.
     folds: which folds.
     train_argv: extra `embeddings train` flags.
-    preprocess: the preprocessing entry point (default:
-      pipelines.preprocess.run).
     reuse_preprocessed: skip preprocessing a fold whose output is finished.
 
   Returns:
     {"folds": fold -> eval metrics, "summary": metric -> mean/std,
      "reports": fold -> train report}.
   """
-  if preprocess is None:
-    preprocess = preprocess_lib.run
   for fold in folds:
     for suffix in ("base", "test"):
-      path = os.path.join(ml100k_dir, f"{fold}.{suffix}")
+      path = layout.join(ml100k_dir, f"{fold}.{suffix}")
       if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"fold {fold!r}: {path} does not exist")
+  work = layout.FoldsLayout(work_dir)
   per_fold: Dict[str, Dict[str, float]] = {}
   reports = {}
   for fold in folds:
-    env = [f"ML100K_DIR={os.path.abspath(ml100k_dir)}", f"ML100K_FOLD={fold}"]
-    env_flags = [flag for pair in env for flag in ("--env", pair)]
-    preprocessed = os.path.join(work_dir, fold, "preprocessed")
-    finished = tf.io.gfile.exists(os.path.join(preprocessed,
-                                               layout.SUCCESS_FILE))
-    if not (reuse_preprocessed and finished):
+    env = (("ML100K_DIR", os.path.abspath(ml100k_dir)), ("ML100K_FOLD", fold))
+    preprocessed = work.preprocessed(fold).root
+    if not (reuse_preprocessed and outputs.is_finished(preprocessed)):
       started = time.perf_counter()
-      preprocess(["--spec", spec_path, "--output", preprocessed] + env_flags)
+      preprocess_lib.preprocess(preprocess_lib.PreprocessOptions(
+          spec=spec_path, output=preprocessed, env=env))
       print(f"fold {fold}: preprocessed in "
             f"{time.perf_counter() - started:.1f} s", flush=True)
-    model_dir = os.path.join(work_dir, fold, "model")
-    if tf.io.gfile.exists(model_dir):
-      tf.io.gfile.rmtree(model_dir)
-    args = task_lib.flag_parser().parse_args(
-        ["--spec", spec_path, "--preprocessed", preprocessed,
-         "--model_dir", model_dir] + env_flags + list(train_argv))
-    config = task_lib.config_from_args(args)
-    result = task_lib.train(config)
-    per_fold[fold] = result.report["metrics"]
-    reports[fold] = {k: v for k, v in result.report.items() if k != "config"}
+    report = _train_one_fold(spec_path, env, preprocessed,
+                             work.model(fold).root, train_argv)
+    per_fold[fold] = report["metrics"]
+    reports[fold] = {k: v for k, v in report.items() if k != "config"}
     shown = {k: round(v, 4) for k, v in per_fold[fold].items()}
     print(f"fold {fold}: {shown}", flush=True)
   return {"folds": per_fold, "summary": summarize_folds(per_fold),
           "reports": reports}
+
+
+def evaluate_model_dir(model_dir: str, preprocessed_dir: str, split: str,
+                       task: Optional[str] = None) -> Dict[str, Any]:
+  """Metrics of the model a `train` run exported, on one split.
+
+  Args:
+    model_dir: the trainer's --model_dir.
+    preprocessed_dir: the preprocessing output to score.
+    split: the split (train or eval).
+    task: regression or binary (default: the model's training report's).
+
+  Returns:
+    {"model_dir", "split", "metrics"}.
+
+  Raises:
+    FileNotFoundError: the model directory holds no exported model.
+  """
+  model = layout.ModelLayout(model_dir)
+  if task is None:
+    task = (files.read_json(model.report) or {}).get("task")
+  if not tf.io.gfile.exists(model.saved_model):
+    raise FileNotFoundError(f"{model.saved_model} does not exist: "
+                            f"{model_dir!r} holds no exported model")
+  metrics = metrics_lib.evaluate_export(model.saved_model, preprocessed_dir,
+                                        split, task or "regression")
+  return {"model_dir": model_dir, "split": split, "metrics": metrics}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -147,14 +167,17 @@ def _parser() -> argparse.ArgumentParser:
       description="Metrics of a trained model, or the ML100K 5-fold run.")
   parser.add_argument("--model_dir", help="a model directory from `train`")
   parser.add_argument("--preprocessed", help="preprocessing output to score")
-  parser.add_argument("--split", default="eval")
-  parser.add_argument("--task", choices=("regression", "binary"),
-                      help="default: the model's training report")
+  parser.add_argument("--split", default=layout.EVAL,
+                      help="the split to score (default: %(default)s)")
+  parser.add_argument("--task", choices=spec_lib.TASKS,
+                      help="default: the model's training report's")
   parser.add_argument("--ml100k_folds",
                       help="MovieLens 100K folder: run the 5-fold protocol")
-  parser.add_argument("--folds", default=",".join(DEFAULT_FOLDS))
+  parser.add_argument("--folds", default=",".join(DEFAULT_FOLDS),
+                      help="the folds to run (default: %(default)s)")
   parser.add_argument("--spec", help="spec for --ml100k_folds")
-  parser.add_argument("--work_dir", default="out/ml100k_folds")
+  parser.add_argument("--work_dir", default="out/ml100k_folds",
+                      help="per-fold data and models (default: %(default)s)")
   parser.add_argument("--output", help="also write the result JSON here")
   return parser
 
@@ -186,26 +209,13 @@ def run(argv: Optional[List[str]] = None) -> int:
       if not args.model_dir or not args.preprocessed:
         raise ValueError("give --model_dir and --preprocessed (or "
                          "--ml100k_folds)")
-      task = args.task
-      report_path = os.path.join(args.model_dir, "report.json")
-      if task is None and tf.io.gfile.exists(report_path):
-        with tf.io.gfile.GFile(report_path) as handle:
-          task = json.load(handle).get("task")
-      export_dir = serving.export_path(args.model_dir)
-      if not tf.io.gfile.exists(export_dir):
-        raise FileNotFoundError(f"{export_dir} does not exist: "
-                                f"{args.model_dir!r} holds no exported model")
-      metrics = metrics_lib.evaluate_export(export_dir, args.preprocessed, args.split,
-                                task or "regression")
-      result = {"model_dir": args.model_dir, "split": args.split,
-                "metrics": metrics}
+      result = evaluate_model_dir(args.model_dir, args.preprocessed,
+                                  args.split, args.task)
   except (ValueError, FileNotFoundError) as error:
     print(f"embeddings evaluate: {error}", file=sys.stderr)
     return 2
-  text = json.dumps(result, indent=2, default=str)
   if args.output:
-    with tf.io.gfile.GFile(args.output, "w") as handle:
-      handle.write(text)
+    files.write_json(args.output, result)
   print(json.dumps(result.get("summary", result.get("metrics")), indent=2))
   return 0
 

@@ -1,469 +1,272 @@
 """`embeddings recommend-batch`: top-k unseen items for every user, in Beam.
 
-The motivating job: 1M users x 500K movies, 5-10 recommendations each. It
-runs on any Beam runner as it runs here (DirectRunner locally, Dataflow with
-`--preset dataflow ...`, see pipelines/runners.py):
+It runs on any Beam runner as it runs here (DirectRunner locally, Dataflow
+with `--preset dataflow ...`, see pipelines/runners.py):
 
   embeddings recommend-batch --embeddings out/run/embeddings \\
       --seen 'out/run/data/ratings.csv' --seen_skip_header_lines 1 \\
       --output out/run/recommendations -k 10 [--format parquet]
 
-How it scales, step by step:
+or from Python, with the same options as typed fields:
 
-  * Users: the user table's word2vec.txt (one `token v1 .. vd` line per row,
-    written by core/artifacts.py with exact float32 digits) read with
-    ReadFromText, which splits the file across workers. A TF checkpoint
-    cannot serve this: restoring a slice of a tensor still reads the whole
-    tensor into memory (measured), so every worker would hold every user.
-  * Seen items: the ratings file through TFXIO (CSV or tf.Example TFRecord)
-    as Arrow RecordBatches, turned into (user, item) pairs. They join the
-    users by key with CoGroupByKey. A side input would put every rating of
-    every user in every worker's memory (100M+ pairs for this job); the
-    shuffle keeps a worker's memory at one user's ratings.
-  * Blocks: BatchElements groups users into blocks of `--block_size`; one
-    block is scored against the item table with one matrix product per item
-    block (retrieval/index.py: exact top-k, the user's seen items masked).
-    Memory per worker is the item table plus block_size x item_block scores,
-    whatever the number of users.
-  * Items: loaded once per worker process (beam.utils.shared.Shared, in
-    DoFn.setup) from the artifact directory through tf.io.gfile, so gs://
-    paths work and no local path is baked into the job.
-  * Output: one record per user, {"user", "items", "scores"}, as JSONL text
-    shards or Parquet (`--format parquet`), plus dead-letter JSONL for
-    ratings rows without a user or item and for users who rated but have no
-    embedding, and run_report.json with the counts.
+  report = recommend_batch(RecommendBatchOptions(
+      embeddings="out/run/embeddings", output="out/run/recommendations",
+      seen="out/run/data/ratings.csv", seen_skip_header_lines=1))
+
+It writes (names from core.layout.RecommendationsLayout):
+
+  OUT/recommendations-*.jsonl (or .parquet)   {"user", "items", "scores"}
+      per user, best first
+  OUT/dead_letter/part-*.jsonl   ratings rows without a user or item, users
+      who rated but have no embedding, malformed user vector lines
+  OUT/run_report.json   the counts, the output prefix and the wall time
 
 Scores rank items for a user: user . item (+ the item bias when the export
-has a `bias_<item>` table; see retrieval/recommend.py).
+has a `bias_<item>` table; see retrieval/recommend.py). The steps, and why
+they keep a worker's memory flat whatever the number of users, are in
+workflows/recommend_steps.py.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
-import os
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.utils import shared
-import numpy as np
-import pyarrow as pa
-import tensorflow as tf
-from tensorflow_metadata.proto.v0 import schema_pb2
-from tfx_bsl.public import tfxio
 
 from core import artifacts
+from core import files
+from core import flags
 from core import layout
 from pipelines import metrics
 from pipelines import runners
 from retrieval import index as index_lib
+from workflows import recommend_steps as steps
 
-NAMESPACE = "recommend"
 JSONL = "jsonl"
 PARQUET = "parquet"
 FORMATS = (JSONL, PARQUET)
-CSV = "csv"
-TFRECORD = "tfrecord"
-SEEN_FORMATS = (CSV, TFRECORD)
-REPORT_FILE = "run_report.json"
-RECOMMENDATIONS = "recommendations"
-DEAD_LETTER = "dead_letter"
-NO_EMBEDDING = "user has ratings but no row in the user table"
-MISSING_ID = "ratings row without a user or item id"
-BAD_VECTOR = "word2vec line with the wrong number of values"
-
-_COUNTERS = ("users_read", "users_scored", "users_without_embedding",
-             "seen_rows_read", "seen_rows_rejected", "seen_items_unknown",
-             "blocks_scored", "user_lines_rejected")
+_POSITIVE = "-k, --block_size and --item_block must be positive"
 
 
-class ItemTable:
-  """The item side of scoring: real rows, their tokens, bias, token -> row.
+def _columns(text) -> Tuple[str, ...]:
+  """'a, b,c' -> ('a', 'b', 'c'); empty names kept, so positions hold."""
+  return tuple(column.strip() for column in str(text).split(","))
 
-  A plain class (not a tuple) so beam.utils.shared can hold it by weak
-  reference, once per worker process.
+
+@dataclasses.dataclass(frozen=True)
+class RecommendBatchOptions:
+  """Everything one `embeddings recommend-batch` run needs; each field a flag.
+
+  Raises:
+    ValueError: a count that is not positive, or a value outside its
+      choices.
   """
+  embeddings: str = flags.option(
+      help="export directory (embeddings export --output)")
+  output: str = flags.option(
+      help="output directory (local, gs://, any Beam FS)")
+  user_table: str = flags.option("user", help="the user feature's table")
+  item_table: str = flags.option("movie", help="the item feature's table")
+  top_k: int = flags.option(10, short="k", help="recommendations per user")
+  output_format: str = flags.option(
+      JSONL, flag="format", choices=FORMATS,
+      help="file format of the recommendations")
+  block_size: int = flags.option(
+      512, help="users scored together (bounds worker memory)")
+  item_block: int = flags.option(
+      index_lib.DEFAULT_ITEM_BLOCK,
+      help="items scored at a time within a block")
+  no_bias: bool = flags.option(
+      False, help="ignore an exported item bias table")
+  seen: Optional[str] = flags.option(
+      None, help="ratings file pattern whose items are excluded")
+  seen_format: str = flags.option(
+      steps.CSV, choices=steps.SEEN_FORMATS,
+      help="format of the --seen files")
+  seen_columns: Tuple[str, ...] = flags.option(
+      ("user_id", "item_id", "rating", "timestamp"), parse=_columns,
+      help="CSV column names in file order")
+  seen_delimiter: str = flags.option(
+      ",", help="CSV delimiter (\\t for MovieLens u.data)")
+  seen_skip_header_lines: int = flags.option(
+      0, help="lines to skip at the start of each CSV file")
+  seen_id_type: str = flags.option(
+      steps.STRING_IDS, choices=steps.ID_TYPES,
+      help="type of the id features in TFRecord input")
+  user_key: str = flags.option(
+      "user_id", help="the user id column (feature) of --seen")
+  item_key: str = flags.option(
+      "item_id", help="the item id column (feature) of --seen")
 
-  def __init__(self, vectors: np.ndarray, tokens: Sequence[str],
-               bias: Optional[np.ndarray] = None):
-    self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    self.tokens = list(tokens)
-    self.bias = None if bias is None else np.asarray(bias, dtype=np.float32)
-    self.row_of = {token: row for row, token in enumerate(self.tokens)}
-
-
-def load_item_table(embeddings: str, table: str, use_bias: bool) -> ItemTable:
-  """Reads an export's item table (real rows only) and its bias.
-
-  Args:
-    embeddings: the export directory (`embeddings export --output`).
-    table: the item feature name.
-    use_bias: add the exported `bias_<table>` when there is one.
-
-  Returns:
-    The ItemTable.
-  """
-  loaded = artifacts.load(embeddings, table)
-  rows = loaded.real_rows
-  bias = artifacts.find_bias(embeddings, loaded) if use_bias else None
-  return ItemTable(loaded.vectors[rows], [loaded.tokens[r] for r in rows],
-                   None if bias is None else bias[rows])
-
-
-class ParseWord2VecLine(beam.DoFn):
-  """`token v1 .. vd` -> (token, float32 [d]); OOV and default rows dropped."""
-
-  def __init__(self, dimension: int, skip_tokens: Sequence[str]):
-    self._dimension = dimension
-    self._skip = frozenset(skip_tokens)
-    self._read = Metrics.counter(NAMESPACE, "users_read")
-    self._rejected = Metrics.counter(NAMESPACE, "user_lines_rejected")
-
-  def process(self, line: str):
-    fields = line.split(" ")
-    token = fields[0]
-    if not token or token in self._skip:
-      return
-    if len(fields) != self._dimension + 1:
-      self._rejected.inc()
-      yield beam.pvalue.TaggedOutput(DEAD_LETTER, {
-          "table": "users", "reason": BAD_VECTOR, "raw": line[:200]})
-      return
-    self._read.inc()
-    yield token, np.array(fields[1:], dtype=np.float32)
-
-
-class RecordBatchToPairs(beam.DoFn):
-  """Arrow RecordBatches of ratings -> (user, item) string pairs."""
-
-  def __init__(self, user_key: str, item_key: str):
-    self._user_key = user_key
-    self._item_key = item_key
-    self._escape = None
-    self._read = Metrics.counter(NAMESPACE, "seen_rows_read")
-    self._rejected = Metrics.counter(NAMESPACE, "seen_rows_rejected")
-
-  def setup(self):
-    # word2vec.txt spells tokens with whitespace as `_`; ratings must match.
-    self._escape = artifacts.word2vec_token
-
-  def process(self, batch):
-    users = batch.column(batch.schema.get_field_index(self._user_key))
-    items = batch.column(batch.schema.get_field_index(self._item_key))
-    for user, item in zip(users.to_pylist(), items.to_pylist()):
-      self._read.inc()
-      if not user or not item or user[0] is None or item[0] is None:
-        self._rejected.inc()
-        yield beam.pvalue.TaggedOutput(DEAD_LETTER, {
-            "table": "seen", "reason": MISSING_ID,
-            "raw": {"user": _text(user), "item": _text(item)}})
-        continue
-      yield self._escape(_text(user[0])), _text(item[0])
+  def __post_init__(self):
+    if self.top_k < 1 or self.block_size < 1 or self.item_block < 1:
+      raise ValueError(_POSITIVE)
+    # argparse checks the choices of flags; this checks them for callers.
+    for flag, value, choices in (
+        ("--format", self.output_format, FORMATS),
+        ("--seen_format", self.seen_format, steps.SEEN_FORMATS),
+        ("--seen_id_type", self.seen_id_type, steps.ID_TYPES)):
+      if value not in choices:
+        raise ValueError(f"{flag} must be one of {', '.join(choices)}, got "
+                         f"{value!r}")
 
 
-def _text(value) -> Optional[str]:
-  if value is None:
-    return None
-  if isinstance(value, list):
-    return ",".join(str(_text(v)) for v in value)
-  if isinstance(value, bytes):
-    return value.decode("utf-8", errors="replace")
-  return str(value)
+def flag_parser() -> argparse.ArgumentParser:
+  """The `embeddings recommend-batch` flags, one per options field."""
+  parser = argparse.ArgumentParser(
+      prog="embeddings recommend-batch",
+      description="Top-k unseen items for every user of a user table.")
+  flags.add_flags(parser, RecommendBatchOptions)
+  return parser
 
 
-def _nothing_seen(pair: Tuple[str, np.ndarray]
-                 ) -> Tuple[str, np.ndarray, List[str]]:
-  return pair[0], pair[1], []
-
-
-class AttachSeen(beam.DoFn):
-  """CoGroupByKey result -> (user, vector, seen items); rejects orphans."""
-
-  def __init__(self):
-    self._orphans = Metrics.counter(NAMESPACE, "users_without_embedding")
-
-  def process(self, element):
-    user, grouped = element
-    vectors = list(grouped["vector"])
-    seen = sorted(set(grouped["seen"]))
-    if not vectors:
-      self._orphans.inc()
-      yield beam.pvalue.TaggedOutput(DEAD_LETTER, {
-          "table": "seen", "reason": NO_EMBEDDING, "raw": {"user": user}})
-      return
-    yield user, vectors[0], seen
-
-
-class ScoreUserBlock(beam.DoFn):
-  """Scores a block of users against every item; emits top-k per user."""
-
-  def __init__(self, loader, k: int, item_block: int,
-               shared_handle: shared.Shared):
-    """Keeps what the workers need; the table itself loads in setup().
-
-    Args:
-      loader: a picklable callable returning the ItemTable (e.g. a
-        functools.partial of load_item_table).
-      k: recommendations per user.
-      item_block: items scored at a time.
-      shared_handle: a beam.utils.shared.Shared, so threads of one worker
-        process share one copy of the table.
-    """
-    self._loader = loader
-    self._k = k
-    self._item_block = item_block
-    self._shared = shared_handle
-    self._items = None
-    self._scored = Metrics.counter(NAMESPACE, "users_scored")
-    self._blocks = Metrics.counter(NAMESPACE, "blocks_scored")
-    self._unknown = Metrics.counter(NAMESPACE, "seen_items_unknown")
-
-  def setup(self):
-    self._items = self._shared.acquire(self._loader)
-
-  def process(self, block):
-    items = self._items
-    users = [user for user, _, _ in block]
-    vectors = np.stack([vector for _, vector, _ in block])
-    exclude, unknown = [], 0
-    for _, _, seen in block:
-      rows = [items.row_of.get(token, -1) for token in seen]
-      unknown += sum(1 for row in rows if row < 0)
-      exclude.append([row for row in rows if row >= 0])
-    if unknown:
-      self._unknown.inc(unknown)
-    scores, ids = index_lib.top_k(vectors, items.vectors, self._k,
-                              item_bias=items.bias, exclude=exclude,
-                              item_block=self._item_block)
-    self._blocks.inc()
-    self._scored.inc(len(users))
-    for user, row_scores, row_ids in zip(users, scores, ids):
-      keep = row_ids >= 0
-      yield {"user": user,
-             "items": [items.tokens[i] for i in row_ids[keep]],
-             "scores": [float(s) for s in row_scores[keep]]}
-
-
-class JoinSeen(beam.PTransform):
-  """(user, vector) + (user, item) pairs -> (user, vector, sorted seen items).
-
-  Outputs: main, and DEAD_LETTER for users with ratings but no vector.
-  """
-
-  def expand(self, pcolls):
-    users, seen = pcolls
-    return ({"vector": users, "seen": seen}
-            | "GroupByUser" >> beam.CoGroupByKey()
-            | "AttachSeen" >> beam.ParDo(AttachSeen()).with_outputs(
-                DEAD_LETTER, main="users"))
-
-
-class RecommendTopK(beam.PTransform):
-  """(user, vector, seen items) -> {"user", "items", "scores"} per user."""
-
-  def __init__(self, loader, k: int, block_size: int = 512,
-               item_block: int = 65536):
-    super().__init__()
-    self._loader = loader
-    self._k = k
-    self._block_size = block_size
-    self._item_block = item_block
-
-  def expand(self, users):
-    return (users
-            | "BlockUsers" >> beam.BatchElements(
-                min_batch_size=self._block_size,
-                max_batch_size=self._block_size)
-            | "ScoreBlocks" >> beam.ParDo(ScoreUserBlock(
-                self._loader, self._k, self._item_block, shared.Shared())))
-
-
-class _ItemLoader:
-  """A picklable loader of the item table (no closure over local state)."""
-
-  def __init__(self, embeddings: str, table: str, use_bias: bool):
-    self.embeddings = embeddings
-    self.table = table
-    self.use_bias = use_bias
-
-  def __call__(self) -> ItemTable:
-    return load_item_table(self.embeddings, self.table, self.use_bias)
-
-
-def _seen_schema(user_key: str, item_key: str, id_type: str):
-  schema = schema_pb2.Schema()
-  kind = schema_pb2.INT if id_type == "int" else schema_pb2.BYTES
-  for name in (user_key, item_key):
-    feature = schema.feature.add()
-    feature.name = name
-    feature.type = kind
-  return schema
-
-
-def _seen_source(args) -> beam.PTransform:
-  """The TFXIO source of the ratings whose items are excluded."""
-  schema = _seen_schema(args.user_key, args.item_key, args.seen_id_type)
-  if args.seen_format == CSV:
-    columns = [c.strip() for c in args.seen_columns.split(",")]
-    for key in (args.user_key, args.item_key):
-      if key not in columns:
-        raise ValueError(f"--seen_columns {columns} must include {key!r}")
-    delimiter = args.seen_delimiter.encode().decode("unicode_escape")
-    source = tfxio.CsvTFXIO(
-        args.seen, column_names=columns, delimiter=delimiter,
-        skip_header_lines=args.seen_skip_header_lines, schema=schema,
-        telemetry_descriptors=["embeddings", "recommend"])
-  else:
-    source = tfxio.TFExampleRecord(
-        args.seen, schema=schema,
-        telemetry_descriptors=["embeddings", "recommend"])
-  return source.BeamSource(batch_size=4096)
-
-
-def _table_info(embeddings: str, table: str) -> Tuple[str, Dict]:
+def _table_info(embeddings: str, table: str) -> Tuple[str, Dict[str, Any]]:
   """A table's directory and metadata, read when the pipeline is built."""
   directory = artifacts.table_dir(embeddings, table)
   return directory, artifacts.read_metadata(directory)
 
 
-def _parquet_schema():
-  return pa.schema([("user", pa.string()), ("items", pa.list_(pa.string())),
-                    ("scores", pa.list_(pa.float32()))])
+def _user_vectors(pipeline: beam.Pipeline, options: RecommendBatchOptions):
+  """Reads the user table's vectors; outputs main and DEAD_LETTER."""
+  user_dir, user_meta = _table_info(options.embeddings, options.user_table)
+  _, item_meta = _table_info(options.embeddings, options.item_table)
+  dimension = int(user_meta["dimension"])
+  if dimension != int(item_meta["dimension"]):
+    raise ValueError(
+        f"user table {options.user_table!r} has dimension {dimension} and "
+        f"item table {options.item_table!r} {item_meta['dimension']}: "
+        f"scoring needs the user and item tables of one "
+        f"matrix-factorisation model")
+  parse = steps.ParseWord2VecLine(dimension,
+                                  artifacts.reserved_tokens(user_meta))
+  return (pipeline
+          | "ReadUserVectors" >> beam.io.ReadFromText(
+              layout.TableLayout(user_dir).word2vec, skip_header_lines=1)
+          | "ParseUserVectors" >> beam.ParDo(parse).with_outputs(
+              steps.DEAD_LETTER, main="users"))
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="embeddings recommend-batch",
-      description="Top-k unseen items for every user of a user table.")
-  parser.add_argument("--embeddings", required=True,
-                      help="export directory (embeddings export --output)")
-  parser.add_argument("--user_table", default="user")
-  parser.add_argument("--item_table", default="movie")
-  parser.add_argument("--output", required=True,
-                      help="output directory (local, gs://, any Beam FS)")
-  parser.add_argument("-k", "--top_k", type=int, default=10)
-  parser.add_argument("--format", choices=FORMATS, default=JSONL)
-  parser.add_argument("--block_size", type=int, default=512,
-                      help="users scored together (bounds worker memory)")
-  parser.add_argument("--item_block", type=int, default=65536,
-                      help="items scored at a time within a block")
-  parser.add_argument("--no_bias", action="store_true",
-                      help="ignore an exported item bias table")
-  parser.add_argument("--seen", default=None,
-                      help="ratings file pattern whose items are excluded")
-  parser.add_argument("--seen_format", choices=SEEN_FORMATS, default=CSV)
-  parser.add_argument("--seen_columns",
-                      default="user_id,item_id,rating,timestamp",
-                      help="CSV column names in file order")
-  parser.add_argument("--seen_delimiter", default=",",
-                      help="CSV delimiter (\\t for MovieLens u.data)")
-  parser.add_argument("--seen_skip_header_lines", type=int, default=0)
-  parser.add_argument("--seen_id_type", choices=("string", "int"),
-                      default="string",
-                      help="type of the id features in TFRecord input")
-  parser.add_argument("--user_key", default="user_id")
-  parser.add_argument("--item_key", default="item_id")
-  return parser
+def _seen_pairs(pipeline: beam.Pipeline, options: RecommendBatchOptions):
+  """Reads --seen as (user, item) pairs; outputs main and DEAD_LETTER."""
+  source = steps.seen_source(
+      options.seen, file_format=options.seen_format,
+      columns=options.seen_columns, delimiter=options.seen_delimiter,
+      skip_header_lines=options.seen_skip_header_lines,
+      id_type=options.seen_id_type, user_key=options.user_key,
+      item_key=options.item_key)
+  return (pipeline
+          | "ReadSeenRatings" >> source
+          | "SeenPairs" >> beam.ParDo(steps.RecordBatchToPairs(
+              options.user_key, options.item_key)).with_outputs(
+                  steps.DEAD_LETTER, main="pairs"))
 
 
-def build(pipeline: beam.Pipeline, args) -> None:
+def build(pipeline: beam.Pipeline, options: RecommendBatchOptions) -> None:
   """Adds the recommendation job's steps to a pipeline.
 
   Args:
     pipeline: the Beam pipeline.
-    args: the parsed job arguments (see _parser).
+    options: the job's options.
+
+  Raises:
+    FileNotFoundError: a table is not in the export.
+    ValueError: the user and item tables differ in dimension, or the CSV
+      columns lack a key.
   """
-  user_dir, user_meta = _table_info(args.embeddings, args.user_table)
-  _, item_meta = _table_info(args.embeddings, args.item_table)
-  if int(user_meta["dimension"]) != int(item_meta["dimension"]):
-    raise ValueError(
-        f"user table {args.user_table!r} has dimension "
-        f"{user_meta['dimension']} and item table {args.item_table!r} "
-        f"{item_meta['dimension']}: scoring needs the user and item tables "
-        f"of one matrix-factorisation model")
-  word2vec = os.path.join(
-      user_dir, user_meta.get("files", {}).get("word2vec",
-                                               layout.WORD2VEC_FILE))
-  parse = ParseWord2VecLine(int(user_meta["dimension"]),
-                            artifacts.reserved_tokens(user_meta))
-  parsed = (pipeline
-            | "ReadUserVectors" >> beam.io.ReadFromText(
-                word2vec, skip_header_lines=1)
-            | "ParseUserVectors" >> beam.ParDo(parse).with_outputs(
-                DEAD_LETTER, main="users"))
-  dead_letters = [parsed[DEAD_LETTER]]
-  if args.seen:
-    pairs = (pipeline
-             | "ReadSeenRatings" >> _seen_source(args)
-             | "SeenPairs" >> beam.ParDo(RecordBatchToPairs(
-                 args.user_key, args.item_key)).with_outputs(
-                     DEAD_LETTER, main="pairs"))
-    joined = (parsed.users, pairs.pairs) | "JoinSeen" >> JoinSeen()
+  parsed = _user_vectors(pipeline, options)
+  dead_letters = [parsed[steps.DEAD_LETTER]]
+  if options.seen:
+    pairs = _seen_pairs(pipeline, options)
+    joined = (parsed.users, pairs.pairs) | "JoinSeen" >> steps.JoinSeen()
     users = joined.users
-    dead_letters += [pairs[DEAD_LETTER], joined[DEAD_LETTER]]
+    dead_letters += [pairs[steps.DEAD_LETTER], joined[steps.DEAD_LETTER]]
   else:
-    users = parsed.users | "NothingSeen" >> beam.Map(_nothing_seen)
-  recommendations = users | "Recommend" >> RecommendTopK(
-      _ItemLoader(args.embeddings, args.item_table, not args.no_bias),
-      args.top_k, args.block_size, args.item_block)
-  prefix = os.path.join(args.output, RECOMMENDATIONS)
-  if args.format == PARQUET:
+    users = parsed.users | "NothingSeen" >> beam.Map(steps.nothing_seen)
+  recommendations = users | "Recommend" >> steps.RecommendTopK(
+      steps.ItemLoader(options.embeddings, options.item_table,
+                       not options.no_bias),
+      options.top_k, options.block_size, options.item_block)
+  paths = layout.RecommendationsLayout(options.output)
+  if options.output_format == PARQUET:
     _ = recommendations | "WriteParquet" >> beam.io.WriteToParquet(
-        prefix, _parquet_schema(), file_name_suffix=".parquet")
+        paths.prefix, steps.parquet_schema(), file_name_suffix=layout.PARQUET_SUFFIX)
   else:
     _ = (recommendations
          | "ToJson" >> beam.Map(json.dumps)
-         | "WriteJsonl" >> beam.io.WriteToText(prefix,
-                                               file_name_suffix=".jsonl"))
+         | "WriteJsonl" >> beam.io.WriteToText(
+             paths.prefix, file_name_suffix=layout.JSONL_SUFFIX))
   _ = (dead_letters
        | "MergeDeadLetters" >> beam.Flatten()
        | "DeadLetterJson" >> beam.Map(json.dumps)
        | "WriteDeadLetters" >> beam.io.WriteToText(
-           os.path.join(args.output, DEAD_LETTER, "part"),
-           file_name_suffix=".jsonl"))
+           paths.dead_letter_prefix, file_name_suffix=layout.JSONL_SUFFIX))
 
 
 def _counters(result) -> Dict[str, int]:
-  counts = {name: 0 for name in _COUNTERS}
-  counts.update(metrics.counter_totals(result, NAMESPACE))
+  counts = {name: 0 for name in steps.COUNTERS}
+  counts.update(metrics.counter_totals(result, steps.NAMESPACE))
   return counts
 
 
-def run(argv: Optional[Sequence[str]] = None) -> Dict:
-  """Runs the batch recommendation job (Beam wordcount conventions).
+def recommend_batch(options: RecommendBatchOptions,
+                    beam_args: Sequence[str] = ()) -> Dict[str, Any]:
+  """Runs the batch recommendation job and writes its run report.
 
   Args:
-    argv: job flags plus Beam pipeline flags (or `--preset NAME`).
+    options: the job's options.
+    beam_args: Beam pipeline flags (`--runner ...`, or `--preset NAME`).
 
   Returns:
-    The run report: counts per counter, the output prefix, wall time.
+    The run report, as written to run_report.json: the output prefix,
+    format, k, block size, every counter, and the wall time.
+
+  Raises:
+    FileNotFoundError: a table is not in the export.
+    ValueError: the tables do not fit together or --seen_columns lacks a
+      key.
+    runners.PresetError: the preset cannot be expanded.
   """
-  parser = _parser()
-  args, pipeline_args = parser.parse_known_args(argv)
-  if args.top_k < 1 or args.block_size < 1 or args.item_block < 1:
-    parser.error("-k, --block_size and --item_block must be positive")
-  options = PipelineOptions(runners.expand_preset(pipeline_args))
   started = time.time()
-  pipeline = beam.Pipeline(options=options)
-  build(pipeline, args)
+  pipeline = beam.Pipeline(options=runners.preset_options(list(beam_args)))
+  build(pipeline, options)
   result = pipeline.run()
   result.wait_until_finish()
   counts = _counters(result)
+  paths = layout.RecommendationsLayout(options.output)
   report = {
-      "output": os.path.join(args.output, RECOMMENDATIONS),
-      "format": args.format,
-      "k": args.top_k,
-      "block_size": args.block_size,
+      "output": paths.prefix,
+      "format": options.output_format,
+      "k": options.top_k,
+      "block_size": options.block_size,
       "counts": counts,
       "wall_seconds": round(time.time() - started, 3),
   }
-  tf.io.gfile.makedirs(args.output)
-  with tf.io.gfile.GFile(os.path.join(args.output, REPORT_FILE), "w") as f:
-    f.write(json.dumps(report, indent=2) + "\n")
+  files.write_json(paths.report, report)
   logging.info("recommend-batch: %s", json.dumps(counts))
   return report
+
+
+def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+  """Runs the job from flags (Beam wordcount conventions).
+
+  Args:
+    argv: job flags plus Beam pipeline flags (or `--preset NAME`); default
+      sys.argv[1:].
+
+  Returns:
+    The run report (see recommend_batch).
+  """
+  parser = flag_parser()
+  args, beam_args = parser.parse_known_args(argv)
+  try:
+    options = RecommendBatchOptions(
+        **flags.values_from_args(RecommendBatchOptions, args))
+  except ValueError as error:
+    parser.error(str(error))
+  return recommend_batch(options, beam_args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Copy into the Airflow dags folder on a host (or image) where the
 `embeddings` command is installed. The task passes the logical date as the
 window, so backfills retrain exactly the windows asked for; re-running a
-finished window is a no-op (deploy/retrain.py keeps a marker per window).
+finished window is a no-op (workflows/retrain.py keeps a marker per window).
 """
 
 import datetime

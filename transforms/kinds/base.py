@@ -226,6 +226,17 @@ class FeatureKind(str):
     return {"name": feature.name, "kind": str(self), "value": "id"}
 
 
+def numbered_domain(feature, size: int) -> Tuple[List[int], List[str]]:
+  """The ids 0 .. size-1 of a bucketed feature, labelled `<name>=<id>`."""
+  return list(range(size)), [f"{feature.name}={i}" for i in range(size)]
+
+
+def numbered_member(kind: FeatureKind, feature) -> Dict[str, Any]:
+  """A crossed feature that contributes its bucket id, of num_buckets."""
+  return {"name": feature.name, "kind": str(kind), "value": "id",
+          "num_buckets": feature.num_buckets}
+
+
 def vocabulary_rows(info, vocabulary: Optional[Sequence[str]]) -> List[str]:
   """A learned vocabulary's row names: its tokens, then `[OOV_k]` rows.
 

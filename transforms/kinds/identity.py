@@ -45,9 +45,7 @@ class Identity(base.FeatureKind):
     return [str(i) for i in range(info.size - 1)] + [artifacts.DEFAULT_TOKEN]
 
   def domain(self, feature):
-    size = self.static_size(feature)
-    return list(range(size)), [f"{feature.name}={i}" for i in range(size)]
+    return base.numbered_domain(feature, self.static_size(feature))
 
   def as_cross_member(self, feature, spec):
-    return {"name": feature.name, "kind": str(self), "value": "id",
-            "num_buckets": feature.num_buckets}
+    return base.numbered_member(self, feature)
