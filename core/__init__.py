@@ -1,8 +1,9 @@
 """The ground floor: what every other folder may use; it uses none of them.
 
-* `files`: path joining and JSON/text I/O on any TensorFlow filesystem.
-* `layout`: every file and folder name of every run, defined once.
-* `commit`: the staging + `_SUCCESS` protocol that makes outputs atomic.
+* `layout`: every file and folder name of every run, defined once, and how
+  paths are joined on local disks and object stores.
+* `files`: JSON and text I/O on any TensorFlow filesystem.
+* `outputs`: the staging + `_SUCCESS` protocol that makes outputs atomic.
 * `artifacts`: the embedding artifact format (checkpoint, vocab, metadata,
   word2vec, TSVs), readable without Keras.
 * `flags`: command-line flags generated from an options dataclass's fields.

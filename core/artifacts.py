@@ -35,7 +35,8 @@ A model's per-row biases are exported the same way as one-column tables
 
 Reading and writing need NumPy and `tf.io.gfile` / the checkpoint ops only,
 no Keras, no trainer: retrieval, batch recommendation and warm start all
-read tables through `load_table` / `load`.
+read tables through `load_table` / `load`. The writer and the readers stay
+in this one module (past 400 lines) so that the format is defined once.
 """
 
 import dataclasses

@@ -17,7 +17,6 @@ import types
 import pytest
 import yaml
 
-from core import layout
 from test_trainer_units import TINY_SPEC
 from trainer import config as config_lib
 from trainer import task
