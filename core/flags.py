@@ -171,9 +171,9 @@ def add_flags(parser: argparse.ArgumentParser, cls: Type,
     if shape == "scalar" and kind is bool:
       kwargs["action"] = argparse.BooleanOptionalAction
     elif meta.get(_REPEAT):
+      # Unset stays None: argparse would append to a shared default list.
       kwargs["action"] = "append"
-      if not unset_defaults and not required:
-        kwargs["default"] = []
+      kwargs.pop("default", None)
     elif shape == "scalar" and kind in (int, float) and not meta.get(_PARSE):
       kwargs["type"] = kind
     parser.add_argument(*names, **kwargs)
@@ -214,9 +214,7 @@ def values_from_args(cls: Type, args: argparse.Namespace,
     if field.name in skip or not hasattr(args, field.name):
       continue
     value = getattr(args, field.name)
-    if value is None or (value == [] and field.metadata.get(_REPEAT)):
-      if value == [] and field.default is not dataclasses.MISSING:
-        values[field.name] = field.default
+    if value is None:
       continue
     if field.default is not dataclasses.MISSING and value is field.default:
       # argparse handed the field's own default back: nothing to convert.
