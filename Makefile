@@ -13,9 +13,10 @@ ROWS ?= 200000
 .PHONY: setup run test bench ml100k-folds clean
 
 $(STAMP): setup.py
+	@echo "== set-up: a virtual environment in $(VENV) with the project and its dependencies (a few minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m pip install --progress-bar off -e '.[test,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -26,16 +27,21 @@ run: setup
 	  --env DATA_DIR=$(RUN_DIR)/data --output $(RUN_DIR)/preprocessed
 	$(BIN)/embeddings train --spec configs/synthetic.yaml \
 	  --env DATA_DIR=$(RUN_DIR)/data --preprocessed $(RUN_DIR)/preprocessed \
-	  --model_dir $(RUN_DIR)/model
+	  --model_dir $(RUN_DIR)/model --validation_fraction 0.1 --early_stopping_patience 2
 	$(BIN)/embeddings export --model_dir $(RUN_DIR)/model \
 	  --preprocessed $(RUN_DIR)/preprocessed --output $(RUN_DIR)/embeddings
 	$(BIN)/embeddings neighbors --embeddings $(RUN_DIR)/embeddings \
-	  --table movie --item m1 -k 10 --names $(RUN_DIR)/data/items.csv
+	  --table movie --item m1 -k 10
 	$(BIN)/embeddings recommend --embeddings $(RUN_DIR)/embeddings \
-	  --users u1,u2 -k 5 --seen $(RUN_DIR)/data/ratings.csv \
-	  --names $(RUN_DIR)/data/items.csv
+	  --users u1,u2 -k 5 --seen $(RUN_DIR)/data/ratings.csv
 	$(BIN)/embeddings recommend-batch --embeddings $(RUN_DIR)/embeddings \
 	  --seen $(RUN_DIR)/data/ratings.csv --output $(RUN_DIR)/recommendations -k 10
+	$(BIN)/embeddings projector --embeddings $(RUN_DIR)/embeddings \
+	  --table movie --output $(RUN_DIR)/projector
+	@echo "== done: everything is under $(RUN_DIR)/ (model card: $(RUN_DIR)/model/model_card.md)."
+	@echo "   The commands are in $(BIN)/ (or: source $(BIN)/activate)."
+	@echo "   Training curves: $(BIN)/tensorboard --logdir $(RUN_DIR)/model/logs"
+	@echo "   Projector:       $(BIN)/tensorboard --logdir $(RUN_DIR)/projector  (the PROJECTOR tab)"
 
 test: setup
 	$(BIN)/python -m pytest -q tests
@@ -48,7 +54,7 @@ ml100k-folds: setup
 	$(BIN)/embeddings evaluate --ml100k_folds $(ML100K_DIR) \
 	  --spec configs/movielens100k.yaml --work_dir out/ml100k_folds \
 	  --model_type dnn --hybrid --mf_dim 32 --l2_user 0.1 --l2_item 0.1 \
-	  --l2_embedding 0.05 --hidden_units 64 --dropout 0.5 --epochs 15 \
+	  --l2_embedding 0.05 --hidden_units 64 --dropout 0.5 --epochs 20 \
 	  --learning_rate_decay 0.9 \
 	  --user_side_features gender,occupation,age_bucket,age_x_gender \
 	  --item_side_features genres \

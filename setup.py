@@ -32,7 +32,7 @@ setuptools.setup(
         include=["core", "core.*", "transforms", "transforms.*",
                  "pipelines", "pipelines.*", "trainer", "trainer.*",
                  "retrieval", "retrieval.*", "workflows", "workflows.*",
-                 "deploy", "deploy.*"]),
+                 "deploy", "deploy.*", "embeddings", "embeddings.*"]),
     py_modules=["embeddings_cli"],
     package_data={"": ["*.yaml"]},
     install_requires=REQUIRED,

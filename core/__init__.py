@@ -7,4 +7,5 @@
 * `artifacts`: the embedding artifact format (checkpoint, vocab, metadata,
   word2vec, TSVs), readable without Keras.
 * `flags`: command-line flags generated from an options dataclass's fields.
+* `console`: quiet command-line output (library chatter filtered from fd 2).
 """

@@ -26,25 +26,36 @@ A table directory (core/layout.TableLayout) holds:
       `gensim.models.KeyedVectors.load_word2vec_format(path)` opens it as it
       is. Whitespace inside a token becomes `_` there (the format separates
       fields by spaces); vocab.txt and metadata.tsv keep the real token.
+  vectors.npy
+      the table as a NumPy array, [size, dim] float32: what `load_table`
+      reads, so reading a table needs neither TensorFlow nor Keras.
   vectors.tsv, metadata.tsv
       the TensorBoard Embedding Projector's inputs: one tab-separated vector
-      per row, and a header `row, token, label` then one line per row.
+      per row, and a header `row token label name count group` then one
+      line per row (name, count and group are empty when the table has
+      none; see EmbeddingTable).
 
 A model's per-row biases are exported the same way as one-column tables
 `bias_<feature>` with the feature's rows (metadata "table": "bias").
 
-Reading and writing need NumPy and `tf.io.gfile` / the checkpoint ops only,
-no Keras, no trainer: retrieval, batch recommendation and warm start all
+metadata.json also says which model made the table: "model_type" ("mf" or
+"dnn") and "score": "dot" when the model's prediction is user . item plus
+biases (so ranking items by it is the model's ranking), "model" otherwise.
+A table without "score" (made by hand) counts as "dot".
+
+Reading needs NumPy and the standard library only (core/files imports
+TensorFlow for gs:// paths); writing needs TensorFlow for the checkpoint.
+No Keras, no trainer: retrieval, batch recommendation and warm start all
 read tables through `load_table` / `load`. The writer and the readers stay
 in this one module (past 400 lines) so that the format is defined once.
 """
 
 import dataclasses
+import io
 import json
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from core import files
 from core import layout
@@ -52,6 +63,10 @@ from core import layout
 FORMAT_VERSION = 1
 DEFAULT_TOKEN = "[DEFAULT]"
 EMPTY_TOKEN = "[EMPTY]"
+# metadata.json "score": how the model that made a table predicts.
+DOT_SCORE = "dot"
+MODEL_SCORE = "model"
+METADATA_TSV_COLUMNS = ("row", "token", "label", "name", "count", "group")
 
 
 def tensor_name(feature: str) -> str:
@@ -94,6 +109,19 @@ def reserved_tokens(metadata: Dict[str, Any]) -> frozenset:
   return frozenset(reserved)
 
 
+def model_score(metadata: Dict[str, Any]) -> str:
+  """How the model that made a table predicts (metadata.json "score").
+
+  Args:
+    metadata: the table's metadata.
+
+  Returns:
+    DOT_SCORE (user . item + biases), or MODEL_SCORE (a network's output);
+    DOT_SCORE for a table without "score" (made by hand).
+  """
+  return metadata.get("score") or DOT_SCORE
+
+
 def real_rows(tokens: Sequence[str], metadata: Dict[str, Any]) -> np.ndarray:
   """Rows that stand for real values: not OOV buckets nor a default row.
 
@@ -121,12 +149,19 @@ class EmbeddingTable:
     labels: a human-readable label per row (metadata.tsv's label column),
       e.g. the weekday/hour combinations of a crossed bucket; defaults to
       the tokens.
+    names: optional display name per row, e.g. a movie's title.
+    counts: optional int64 [size], the training-split rows of each row.
+    groups: optional category per row that colours plots, e.g. a movie's
+      first genre ("" for a row without one).
   """
   name: str
   vectors: np.ndarray
   tokens: List[str]
   metadata: Dict[str, Any]
   labels: Optional[List[str]] = None
+  names: Optional[List[str]] = None
+  counts: Optional[np.ndarray] = None
+  groups: Optional[List[str]] = None
 
   def __post_init__(self):
     self.vectors = np.asarray(self.vectors, dtype=np.float32)
@@ -134,15 +169,21 @@ class EmbeddingTable:
       raise ValueError(f"table {self.name!r}: vectors must be 2-D, got shape "
                        f"{self.vectors.shape}")
     self.tokens = [str(token) for token in self.tokens]
-    if len(self.tokens) != self.vectors.shape[0]:
-      raise ValueError(f"table {self.name!r}: {len(self.tokens)} tokens for "
-                       f"{self.vectors.shape[0]} rows")
     if len(set(self.tokens)) != len(self.tokens):
       raise ValueError(f"table {self.name!r}: tokens are not unique")
     self.labels = list(self.tokens if self.labels is None else self.labels)
-    if len(self.labels) != len(self.tokens):
-      raise ValueError(f"table {self.name!r}: {len(self.labels)} labels for "
-                       f"{len(self.tokens)} rows")
+    if self.names is not None:
+      self.names = [str(name) for name in self.names]
+    if self.groups is not None:
+      self.groups = [str(group) for group in self.groups]
+    if self.counts is not None:
+      self.counts = np.asarray(self.counts, dtype=np.int64).ravel()
+    for what, values in (("tokens", self.tokens), ("labels", self.labels),
+                         ("names", self.names), ("counts", self.counts),
+                         ("groups", self.groups)):
+      if values is not None and len(values) != self.vectors.shape[0]:
+        raise ValueError(f"table {self.name!r}: {len(values)} {what} for "
+                         f"{self.vectors.shape[0]} rows")
 
   @property
   def size(self) -> int:
@@ -161,6 +202,11 @@ class EmbeddingTable:
     """Rows that stand for real values (see real_rows); searches use these."""
     return real_rows(self.tokens, self.metadata)
 
+  @property
+  def score(self) -> str:
+    """How the model predicts: DOT_SCORE (user . item) or MODEL_SCORE."""
+    return model_score(self.metadata)
+
   def row_of(self) -> Dict[str, int]:
     """Token -> row."""
     return {token: row for row, token in enumerate(self.tokens)}
@@ -176,6 +222,31 @@ class EmbeddingTable:
     except ValueError:
       raise KeyError(f"table {self.name!r} has no token {token!r}") from None
 
+  def to_frame(self):
+    """The table as a pandas DataFrame, one line per row, for notebooks.
+
+    Returns:
+      A DataFrame indexed by row with the columns token, name, count,
+      group and vector: name, count and group are None (count: <NA>,
+      pandas' nullable Int64) where the table has none; vector holds each
+      row's float32 [dimension] array (`np.stack(frame.vector)` gives the
+      matrix back).
+    """
+    # pandas is for notebooks; the commands that load tables start without
+    # it (it costs a noticeable part of a second).
+    # pylint: disable-next=g-import-not-at-top
+    import pandas as pd
+    size = self.size
+    counts = ([None] * size if self.counts is None else
+              [int(count) for count in self.counts])
+    return pd.DataFrame({
+        "token": self.tokens,
+        "name": self.names if self.names is not None else [None] * size,
+        "count": pd.array(counts, dtype="Int64"),
+        "group": self.groups if self.groups is not None else [None] * size,
+        "vector": list(self.vectors),
+    }, index=pd.RangeIndex(size, name="row"))
+
   def save(self, directory: str) -> str:
     """Writes the artifact directory (see the module docstring).
 
@@ -187,7 +258,7 @@ class EmbeddingTable:
       `directory`.
     """
     paths = layout.TableLayout(directory)
-    tf.io.gfile.makedirs(directory)
+    files.makedirs(directory)
     metadata = dict(self.metadata)
     metadata.update({
         "format_version": FORMAT_VERSION,
@@ -197,6 +268,7 @@ class EmbeddingTable:
         "tensor_name": self.tensor_name,
         "checkpoint": layout.CHECKPOINT_PREFIX,
         "files": {"vocabulary": layout.VOCAB_FILE,
+                  "vectors": layout.VECTORS_NPY,
                   "word2vec": layout.WORD2VEC_FILE,
                   "vectors_tsv": layout.VECTORS_TSV,
                   "metadata_tsv": layout.METADATA_TSV},
@@ -204,6 +276,9 @@ class EmbeddingTable:
     metadata.setdefault("vocabulary_size", None)
     metadata.setdefault("num_oov_buckets", 0)
     _write_checkpoint(directory, metadata["tensor_name"], self.vectors)
+    buffer = io.BytesIO()
+    np.save(buffer, self.vectors, allow_pickle=False)
+    files.write_bytes(paths.vectors_npy, buffer.getvalue())
     files.write_text(paths.vocab,
                      "".join(f"{token}\n" for token in self.tokens))
     files.write_text(paths.metadata,
@@ -212,11 +287,21 @@ class EmbeddingTable:
     files.write_text(paths.vectors_tsv,
                      "".join("\t".join(_float(x) for x in row) + "\n"
                              for row in self.vectors))
-    files.write_text(paths.metadata_tsv, "row\ttoken\tlabel\n" + "".join(
-        f"{row}\t{_tsv_cell(token)}\t{_tsv_cell(label)}\n"
-        for row, (token, label) in enumerate(zip(self.tokens, self.labels))))
+    files.write_text(paths.metadata_tsv, self._metadata_tsv())
     self.metadata = metadata
     return directory
+
+  def _metadata_tsv(self) -> str:
+    """metadata.tsv: the header, then row, token, label, name, count, group."""
+    empty = [""] * self.size
+    names = self.names if self.names is not None else empty
+    counts = empty if self.counts is None else [str(c) for c in self.counts]
+    groups = self.groups if self.groups is not None else empty
+    lines = ["\t".join(METADATA_TSV_COLUMNS)]
+    for row, cells in enumerate(zip(self.tokens, self.labels, names, counts,
+                                    groups)):
+      lines.append("\t".join([str(row)] + [_tsv_cell(c) for c in cells]))
+    return "".join(line + "\n" for line in lines)
 
 
 def read_metadata(directory: str) -> Dict[str, Any]:
@@ -232,12 +317,42 @@ def read_metadata(directory: str) -> Dict[str, Any]:
   return metadata
 
 
+def _read_vectors(paths: layout.TableLayout) -> np.ndarray:
+  """vectors.npy, or vectors.tsv (exact too) for exports made before it."""
+  if files.exists(paths.vectors_npy):
+    return np.load(io.BytesIO(files.read_bytes(paths.vectors_npy)),
+                   allow_pickle=False)
+  rows = [line.split("\t") for line in
+          files.read_text(paths.vectors_tsv).splitlines() if line]
+  return np.array(rows, dtype=np.float32)
+
+
+def _read_row_columns(path: str) -> Dict[str, List[str]]:
+  """metadata.tsv's columns by header name; {} when the file is missing.
+
+  The older three-column file (row, token, label) reads as those columns.
+  """
+  if not files.exists(path):
+    return {}
+  lines = [line for line in files.read_text(path).split("\n") if line]
+  header = lines[0].split("\t")
+  columns: Dict[str, List[str]] = {name: [] for name in header}
+  for line in lines[1:]:
+    cells = line.split("\t")
+    cells += [""] * (len(header) - len(cells))
+    for name, cell in zip(header, cells):
+      columns[name].append(cell)
+  return columns
+
+
 def load_table(directory: str) -> EmbeddingTable:
   """Reads one artifact directory written by `EmbeddingTable.save`.
 
-  The vectors come from the checkpoint (exact float32), the tokens from
-  vocab.txt, the description from metadata.json and the labels from
-  metadata.tsv.
+  The vectors come from vectors.npy (exact float32), the tokens from
+  vocab.txt, the description from metadata.json and the labels, names,
+  counts and groups from metadata.tsv; a name, count or group column that
+  is empty in every row reads back as None. No TensorFlow is needed for
+  local paths.
 
   Args:
     directory: an artifact directory, e.g. `<export>/movie`.
@@ -250,29 +365,33 @@ def load_table(directory: str) -> EmbeddingTable:
   """
   paths = layout.TableLayout(directory)
   metadata = read_metadata(directory)
-  prefix = layout.join(directory,
-                      metadata.get("checkpoint", layout.CHECKPOINT_PREFIX))
-  vectors = tf.train.load_variable(prefix, metadata["tensor_name"])
-  tokens = read_vocab_file(paths.vocab)
-  labels = None
-  if tf.io.gfile.exists(paths.metadata_tsv):
-    lines = files.read_text(paths.metadata_tsv).split("\n")[1:]
-    labels = [line.split("\t", 2)[2] for line in lines if line]
-  return EmbeddingTable(name=metadata["name"], vectors=vectors, tokens=tokens,
-                        metadata=metadata, labels=labels)
+  columns = _read_row_columns(paths.metadata_tsv)
+
+  def column(name):
+    values = columns.get(name)
+    return values if values and any(values) else None
+
+  counts = column("count")
+  return EmbeddingTable(
+      name=metadata["name"], vectors=_read_vectors(paths),
+      tokens=read_vocab_file(paths.vocab), metadata=metadata,
+      labels=columns.get("label"), names=column("name"),
+      counts=None if counts is None else np.array(
+          [int(count or 0) for count in counts], dtype=np.int64),
+      groups=column("group"))
 
 
 def _is_table_dir(directory: str) -> bool:
-  return tf.io.gfile.exists(layout.TableLayout(directory).metadata)
+  return files.exists(layout.TableLayout(directory).metadata)
 
 
 def table_names(export_dir: str) -> List[str]:
   """The tables of an export directory, sorted."""
-  if not tf.io.gfile.isdir(export_dir):
+  if not files.isdir(export_dir):
     return []
   exported = layout.ExportLayout(export_dir)
-  return sorted(entry.rstrip("/") for entry in tf.io.gfile.listdir(export_dir)
-                if _is_table_dir(exported.table(entry.rstrip("/")).root))
+  return [entry for entry in files.listdir(export_dir)
+          if _is_table_dir(exported.table(entry).root)]
 
 
 def load_tables(export_dir: str) -> Dict[str, EmbeddingTable]:
@@ -378,9 +497,7 @@ def read_vocab_file(path: str) -> List[str]:
   Returns:
     The tokens; token i names row i.
   """
-  with tf.io.gfile.GFile(path, "rb") as handle:
-    text = handle.read().decode("utf-8")
-  lines = text.split("\n")
+  lines = files.read_text(path).split("\n")
   if lines and lines[-1] == "":
     lines.pop()
   return [line.rstrip("\r") for line in lines]
@@ -408,6 +525,7 @@ def _write_checkpoint(directory: str, name: str, values: np.ndarray) -> None:
   `tensor_name_in_ckpt` and `tf.train.load_variable` need. The relative path
   in the state file keeps the directory relocatable.
   """
+  tf = files.tensorflow()
   prefix = layout.TableLayout(directory).checkpoint
   tf.raw_ops.SaveV2(prefix=prefix, tensor_names=[name], shape_and_slices=[""],
                     tensors=[tf.constant(values, dtype=tf.float32)])

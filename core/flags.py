@@ -47,7 +47,8 @@ def option(default: Any = dataclasses.MISSING, *,
 
   Args:
     default: the field's default (omit for a required flag).
-    help: the flag's help line; the default is appended to it.
+    help: the flag's help line (required, not empty); the default is
+      appended to it.
     flag: the flag's name when it differs from the field's (`--spec` for
       `spec_path`).
     short: a one-letter alias, e.g. "k" for `-k`.
@@ -123,16 +124,31 @@ def pairs(texts, value: Callable[[str], Any] = str,
 
 
 def _default_text(field: dataclasses.Field) -> str:
+  """How a flag's help states its default, e.g. " (default: 10)"."""
   if field.default is dataclasses.MISSING:
-    return ""
+    return " (required)"
   value = field.default
-  if value is None or value == ():
-    return ""
+  if value is None:
+    return " (default: unset)"
   if isinstance(value, bool):
     return f" (default: {'on' if value else 'off'})"
   if isinstance(value, tuple):
-    value = ",".join(str(v) for v in value)
-  return f" (default: {value})"
+    value = ",".join(str(v) for v in value) or "none"
+  return f" (default: {value})".replace("%", "%%")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """ArgumentDefaultsHelpFormatter for parsers that mix generated flags in.
+
+  A generated flag's help already states its default (the field's, even
+  when the flag itself defaults to unset): it is not stated twice.
+  """
+
+  def _get_help_string(self, action: argparse.Action) -> str:
+    if action.help and ("(default: " in action.help
+                        or action.help.endswith("(required)")):
+      return action.help
+    return super()._get_help_string(action)
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: Type,
@@ -147,19 +163,27 @@ def add_flags(parser: argparse.ArgumentParser, cls: Type,
       the field's default; values_from_args then returns only the flags
       given. Required fields stay required.
     skip: field names that get no flag.
+
+  Raises:
+    TypeError: a field that is neither hidden nor skipped has no help text
+      (every flag gets a help line).
   """
   hints = typing.get_type_hints(cls)
   for field in dataclasses.fields(cls):
     meta = field.metadata
-    if field.name in skip or meta.get(_HIDDEN) or _HELP not in meta:
+    if field.name in skip or meta.get(_HIDDEN):
       continue
+    if not str(meta.get(_HELP) or "").strip():
+      raise TypeError(f"{cls.__name__}.{field.name}: a flag needs help "
+                      f"text: declare it with flags.option(..., help=...)")
     shape, kind = _shape(hints[field.name])
     names = [f"--{flag_name(field)}"]
     if meta.get(_SHORT):
       names.insert(0, f"-{meta[_SHORT]}")
     required = field.default is dataclasses.MISSING
     kwargs: Dict[str, Any] = {"dest": field.name,
-                              "help": meta[_HELP] + _default_text(field)}
+                              "help": meta[_HELP].replace("%", "%%")
+                              + _default_text(field)}
     if required:
       kwargs["required"] = True
     else:

@@ -105,6 +105,21 @@ class PreprocessedLayout:
     return join(self.root, "_counts.json")
 
   @property
+  def raw_metadata(self) -> str:
+    """The raw (input) schema, tf.Transform's own name for it
+    (`tft.TFTransformOutput(root).raw_metadata` reads it)."""
+    return join(self.root, "metadata")
+
+  @property
+  def names_dir(self) -> str:
+    """Display names of side-table rows (a table's `display_column`)."""
+    return join(self.root, "names")
+
+  def names(self, feature: str) -> str:
+    """`names/<feature>.tsv`: token, name and group of each named row."""
+    return join(self.names_dir, f"{feature}.tsv")
+
+  @property
   def tft_temp(self) -> str:
     """tf.Transform's temporary directory (removed before the commit)."""
     return join(self.root, "_tft_temp")
@@ -142,6 +157,31 @@ class ModelLayout:
     return join(self.root, "backup")
 
   @property
+  def backup_fingerprint(self) -> str:
+    """The settings and data a backup was made with (resume only on a match)."""
+    return join(self.backup, "fingerprint.json")
+
+  @property
+  def backup_best_weights(self) -> str:
+    """Early stopping's best epoch so far: its weights (NumPy .npz)."""
+    return join(self.backup, "best_weights.npz")
+
+  @property
+  def backup_best_state(self) -> str:
+    """Early stopping's validation metric of every epoch so far (JSON)."""
+    return join(self.backup, "early_stopping.json")
+
+  @property
+  def training_curve(self) -> str:
+    """Train and validation RMSE per epoch, as a picture."""
+    return join(self.root, "training_curve.png")
+
+  @property
+  def model_card(self) -> str:
+    """A short description of the model: data, features, metrics."""
+    return join(self.root, "model_card.md")
+
+  @property
   def logs(self) -> str:
     """TensorBoard logs."""
     return join(self.root, "logs")
@@ -169,6 +209,7 @@ METADATA_FILE = "metadata.json"
 WORD2VEC_FILE = "word2vec.txt"
 VECTORS_TSV = "vectors.tsv"
 METADATA_TSV = "metadata.tsv"
+VECTORS_NPY = "vectors.npy"
 BIAS_PREFIX = "bias_"
 
 
@@ -200,6 +241,11 @@ class TableLayout:
   @property
   def metadata_tsv(self) -> str:
     return join(self.root, METADATA_TSV)
+
+  @property
+  def vectors_npy(self) -> str:
+    """The vectors as a NumPy file: readers need neither TF nor Keras."""
+    return join(self.root, VECTORS_NPY)
 
 
 def bias_table_name(feature: str) -> str:
@@ -247,6 +293,11 @@ class TuneLayout:
     return ModelLayout(join(self.root, f"trial_{number:03d}"))
 
   @property
+  def best(self) -> ModelLayout:
+    """The chosen setting, trained again and tested on the eval split."""
+    return ModelLayout(join(self.root, "best"))
+
+  @property
   def report(self) -> str:
     return join(self.root, "tune_report.json")
 
@@ -261,6 +312,16 @@ class FoldsLayout:
 
   def model(self, fold: str) -> ModelLayout:
     return ModelLayout(join(self.root, fold, "model"))
+
+  @property
+  def report(self) -> str:
+    """Per-fold metrics and their mean and std (JSON)."""
+    return join(self.root, "folds_report.json")
+
+  @property
+  def table(self) -> str:
+    """The fold table a person reads (Markdown)."""
+    return join(self.root, "folds.md")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,9 @@ under the gs:// output. That is the only local write.
       --project PROJECT --region us-central1 --temp_location gs://BUCKET/tmp \\
       --dataflow_job_file /tmp/job.json
 
+(the spec's input files must exist where it says: they are checked as for
+a real run; the gs:// paths are only named).
+
 From Python, with the preprocessing job's typed options:
 
   built = dataflow_job.build_job(preprocess.PreprocessOptions(
@@ -45,9 +48,12 @@ from apache_beam.runners.dataflow.internal import apiclient
 from apache_beam.runners.internal import names as shared_names
 from google.protobuf import json_format
 
+from pipelines import inputs
+from pipelines import options as options_lib
 from pipelines import preprocess
 from pipelines import runners
 from pipelines import steps
+from transforms import spec as spec_lib
 
 PIPELINE_SUFFIX = ".pipeline.json"
 
@@ -88,14 +94,25 @@ def top_level_steps(pipeline: Dict[str, object]) -> List[str]:
   return names
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="python -m deploy.dataflow_job",
-      description="Build the Dataflow job of `embeddings preprocess` "
-                  "offline (Beam --dry_run) and write it as a job file.")
+PROG = "python -m deploy.dataflow_job"
+
+
+def flag_parser() -> argparse.ArgumentParser:
+  """`embeddings preprocess`'s flags plus --tft_temp_dir, named after this.
+
+  Returns:
+    The parser; what it does not know goes to Beam (Dataflow options,
+    --preset dataflow, --dataflow_job_file).
+  """
+  parser = options_lib.preprocess_parser(prog=PROG)
+  parser.description = (
+      "Build the Dataflow job of `embeddings preprocess` offline (Beam "
+      "--dry_run: no credentials, nothing uploaded) and write it with "
+      "--dataflow_job_file PATH. Other flags go to Beam (--preset dataflow "
+      "--project --region --temp_location ...).")
   parser.add_argument("--tft_temp_dir", default=None,
                       help="where tf.Transform writes its graphs while the "
-                           "pipeline is built (default: a local temp dir)")
+                           "pipeline is built (unset: a local temp dir)")
   return parser
 
 
@@ -173,9 +190,10 @@ def build_preprocess_job(argv: Sequence[str]) -> DataflowJob:
   Raises:
     As build_job.
   """
-  own, rest = _parser().parse_known_args(list(argv))
-  options, beam_args = preprocess.parse_args(rest)
-  return build_job(options, beam_args, tft_temp_dir=own.tft_temp_dir)
+  parser = flag_parser()
+  known, beam_args = parser.parse_known_args(list(argv))
+  return build_job(options_lib.options_from_args(known), beam_args,
+                   tft_temp_dir=known.tft_temp_dir)
 
 
 def write_job_file(built: DataflowJob, path: str) -> None:
@@ -200,6 +218,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
   Returns:
     0.
+
+  Raises:
+    As build_job.
   """
   built = build_preprocess_job(sys.argv[1:] if argv is None else argv)
   environment = built.job.get("environment", {})
@@ -209,8 +230,32 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         f"{len(built.steps)} steps, worker image {images}:")
   for step in built.steps:
     print(f"  {step}")
+  job_file = built.options.view_as(
+      beam_options.DebugOptions).dataflow_job_file
+  if job_file:
+    print(f"{PROG}: wrote the job to {job_file} and its pipeline to "
+          f"{job_file}{PIPELINE_SUFFIX}")
   return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs `run`; known failures print one line instead of a traceback.
+
+  Args:
+    argv: as for run().
+
+  Returns:
+    0, 1 for a bad spec or input, 2 for unusable Dataflow options.
+  """
+  try:
+    return run(argv)
+  except (runners.PresetError, options_lib.OptionsError) as error:
+    print(f"{PROG}: error: {error} (see {PROG} --help)", file=sys.stderr)
+    return 2
+  except (spec_lib.SpecError, inputs.InputError) as error:
+    print(f"{PROG}: error: {error}", file=sys.stderr)
+    return 1
+
+
 if __name__ == "__main__":
-  sys.exit(run())
+  sys.exit(main())

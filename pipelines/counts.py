@@ -3,10 +3,17 @@
 The Beam steps emit (kind, ...) -> rows pairs, summed per key and written
 as one JSON file (layout.PreprocessedLayout.counts):
 
-  ("read", table)               rows a table's reader produced
+  ("read", table)               rows a table's reader produced, blank
+                                lines included
+  ("blank", table)              blank lines (CSV), which are not rows
   ("written", split)            rows written to a split (train, eval, and
                                 eval_raw with raw_eval)
   ("rejected", table, reason)   dead letters per table and reason
+  ("lost", table, side table)   main rows rejected because their side row
+                                was (rejected_side_row)
+
+For the main table, rows read = rows written + rows rejected + blank
+lines: `check_rejections` refuses an output where they do not add up.
 
 After the pipeline, `summarize_counts` shapes them into the run report's
 sections and `check_rejections` decides whether the output is accepted.
@@ -19,8 +26,10 @@ from core import files
 from core import layout
 
 READ = "read"
+BLANK = "blank"
 WRITTEN = "written"
 REJECTED = "rejected"
+LOST = "lost"
 
 Counts = Mapping[Tuple[str, ...], int]
 
@@ -31,6 +40,10 @@ class RejectedRowsError(RuntimeError):
 
 class EmptyInputError(ValueError):
   """An input, or the train split, ended up with no rows."""
+
+
+class UnreconciledCountsError(RuntimeError):
+  """The main table's rows read are not its rows written + rejected + blank."""
 
 
 def counts_json(pairs: Iterable[Tuple[Tuple[str, ...], int]]) -> str:
@@ -70,21 +83,27 @@ def summarize_counts(counts: Counts, tables: Sequence[str],
       rejected still holds there.
 
   Returns:
-    {"rows_read": {table: n}, "rows_written": {split: n} (train and eval),
-    "raw_rows_written": {raw split: n}, "rows_rejected": {table: {reason:
-    n}}, "rows_rejected_total": {table: n}}.
+    {"rows_read": {table: n}, "rows_blank": {table: n}, "rows_written":
+    {split: n} (train and eval), "raw_rows_written": {raw split: n},
+    "rows_rejected": {table: {reason: n}}, "rows_rejected_total": {table:
+    n}, "rows_lost_to_rejected_side_rows": {table: {side table: n}}}.
   """
   read = {table: counts.get((READ, table), 0) for table in tables}
+  blank = {table: counts.get((BLANK, table), 0) for table in tables}
   written = {name: counts.get((WRITTEN, name), 0) for name in layout.SPLITS}
   raw = {name: counts.get((WRITTEN, name), 0) for name in raw_splits}
   rejected: Dict[str, Dict[str, int]] = {table: {} for table in tables}
+  lost: Dict[str, Dict[str, int]] = {table: {} for table in tables}
   for key, value in sorted(counts.items()):
     if key[0] == REJECTED:
       rejected.setdefault(key[1], {})[key[2]] = value
+    elif key[0] == LOST:
+      lost.setdefault(key[1], {})[key[2]] = value
   totals = {table: sum(reasons.values()) for table, reasons in rejected.items()}
-  return {"rows_read": read, "rows_written": written,
+  return {"rows_read": read, "rows_blank": blank, "rows_written": written,
           "raw_rows_written": raw, "rows_rejected": rejected,
-          "rows_rejected_total": totals}
+          "rows_rejected_total": totals,
+          "rows_lost_to_rejected_side_rows": lost}
 
 
 def _top_reasons(reasons: Mapping[str, int]) -> str:
@@ -101,20 +120,38 @@ def check_rejections(summary: Mapping[str, Mapping], main_table: str,
     main_table: the spec's main table.
     max_fraction: the highest acceptable rejected / read per table.
 
+  Rows lost to a rejected side row count for the main table (they are its
+  rows), and blank lines for no table.
+
   Raises:
     RejectedRowsError: a table's rejected fraction is above max_fraction.
     EmptyInputError: a table had no rows at all.
+    UnreconciledCountsError: the main table's counts do not add up.
   """
+  blank = summary.get("rows_blank", {})
   for table, read in summary["rows_read"].items():
-    if read == 0:
+    rows = read - blank.get(table, 0)
+    if rows == 0:
       raise EmptyInputError(f"input '{table}' has no rows")
     rejected = summary["rows_rejected_total"].get(table, 0)
-    if rejected / read > max_fraction:
+    if rejected / rows > max_fraction:
+      lost = summary.get("rows_lost_to_rejected_side_rows", {}).get(table)
+      because = "".join(f"; {n} lost because their row of '{side}' was "
+                        f"rejected" for side, n in sorted((lost or {}).items()))
       raise RejectedRowsError(
-          f"input '{table}': {rejected} of {read} rows "
-          f"({100.0 * rejected / read:.2f}%) were rejected, more than "
+          f"input '{table}': {rejected} of {rows} rows "
+          f"({100.0 * rejected / rows:.2f}%) were rejected, more than "
           f"max_rejected_fraction {max_fraction} allows "
-          f"({_top_reasons(summary['rows_rejected'][table])})")
+          f"({_top_reasons(summary['rows_rejected'][table])}){because}")
+  written = sum(summary["rows_written"].values())
+  accounted = (written + summary["rows_rejected_total"].get(main_table, 0)
+               + blank.get(main_table, 0))
+  if accounted != summary["rows_read"][main_table]:
+    raise UnreconciledCountsError(
+        f"input '{main_table}': {summary['rows_read'][main_table]} rows read "
+        f"but {written} written + "
+        f"{summary['rows_rejected_total'].get(main_table, 0)} rejected + "
+        f"{blank.get(main_table, 0)} blank = {accounted}")
   if summary["rows_written"][layout.TRAIN] == 0:
     raise EmptyInputError(f"no row of input '{main_table}' reached the train "
                           f"split")

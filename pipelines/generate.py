@@ -18,7 +18,6 @@ Scale and determinism: the bytes depend on the Params only, not on
 is O(users + items + block + chunk), independent of the number of ratings.
 """
 
-import argparse
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from pipelines import options
 from pipelines import world as world_lib
 from pipelines import world_params
 
@@ -58,7 +58,7 @@ _NOUNS = (
     "Queen", "Saint", "Secret", "Sky", "Soldier", "Sun", "Thief", "Train",
     "Voice", "War", "Wind", "Wolf", "World", "Zone")
 
-DEFAULT_CHUNK_ROWS = 1 << 19
+DEFAULT_CHUNK_ROWS = options.DEFAULT_CHUNK_ROWS
 
 
 def _id_strings(prefix: str, n: int) -> pa.Array:
@@ -248,45 +248,6 @@ def generate(output: str, params: world_params.Params,
           "rows_per_second": round(rows / max(seconds, 1e-9))}
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="embeddings generate",
-      description="Write a synthetic movie-ratings dataset with planted "
-                  "taste clusters (the model: pipelines/world.py).")
-  parser.add_argument("--output", required=True, help="destination folder")
-  parser.add_argument("--rows", type=int, required=True,
-                      help="number of ratings")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--users", type=int, default=None,
-                      help="default: max(rows/100, 2*sqrt(rows))")
-  parser.add_argument("--items", type=int, default=None,
-                      help="default: max(rows/200, 2*sqrt(rows))")
-  parser.add_argument("--clusters", type=int, default=None,
-                      help="taste clusters (default min(8, users, items))")
-  parser.add_argument("--dim", type=int, default=16,
-                      help="latent factor dimension")
-  parser.add_argument("--noise", type=float, default=0.5,
-                      help="rating noise standard deviation")
-  parser.add_argument("--affinity", type=float, default=1.5,
-                      help="own-cluster rating lift")
-  parser.add_argument("--spread", type=float, default=0.3,
-                      help="within-cluster spread of factors")
-  parser.add_argument("--in_cluster", type=float, default=0.5,
-                      help="share of a user's picks from their own cluster")
-  parser.add_argument("--item_zipf", type=float, default=1.0,
-                      help="Zipf exponent of item popularity")
-  parser.add_argument("--rating_step", type=float, default=1.0,
-                      help="rating granularity (0.5 for half stars)")
-  parser.add_argument("--block_rows", type=int,
-                      default=world_params.DEFAULT_BLOCK_ROWS,
-                      help="ratings per random-stream block (part of the "
-                           "dataset's identity, like the seed)")
-  parser.add_argument("--chunk_rows", type=int, default=DEFAULT_CHUNK_ROWS,
-                      help="rows written at a time (memory only; does not "
-                           "change the output)")
-  return parser
-
-
 def run(argv: Optional[Sequence[str]] = None) -> Dict:
   """Entry point of `embeddings generate`.
 
@@ -296,7 +257,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
   Returns:
     The summary `generate` returns.
   """
-  args, _ = _parser().parse_known_args(argv)
+  args, _ = options.generate_parser().parse_known_args(argv)
   params = world_params.Params(
       rows=args.rows, seed=args.seed, users=args.users, items=args.items,
       clusters=args.clusters, dim=args.dim, noise=args.noise,

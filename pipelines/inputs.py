@@ -1,14 +1,18 @@
 """Checks on the raw inputs before any Beam work, and each table's rules.
 
 `plan_inputs` runs before a pipeline is built: every file pattern must
-match non-empty files, CSV encodings must be ASCII-compatible (the readers
-cut byte ranges at b"\\n") and CSV headers must hold the spec's columns;
+match non-empty files (not directories), CSV encodings must be
+ASCII-compatible (the readers cut byte ranges at b"\\n") and CSV headers
+must hold the spec's columns;
 the header decides where each column sits in a line (`header_positions`),
 which becomes the table's parsing rules (pipelines/rows.py).
 `check_bigquery_options` refuses BigQuery reads the job's options cannot
-run. Paths go through Beam's FileSystems (local, gs://, ...).
+run, and `header_warnings` flags a CSV read with `header: false` whose
+first line looks like a header. Paths go through Beam's FileSystems
+(local, gs://, ...).
 """
 
+import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
@@ -30,6 +34,11 @@ def _matched_files(pattern: str, where: str):
   files = results[0].metadata_list if results else []
   if not files:
     raise InputError(f"{where}: no file matches {pattern!r}")
+  for metadata in files:
+    if "://" not in metadata.path and os.path.isdir(metadata.path):
+      raise InputError(f"{where}: {metadata.path!r} is a directory; give a "
+                       f"file, or a pattern such as "
+                       f"{os.path.join(metadata.path, '*')!r}")
   return files
 
 
@@ -179,6 +188,59 @@ def check_bigquery_options(spec: spec_lib.FeatureSpec,
                        f"--project; give --project PROJECT")
 
 
+def _is_number(text: str) -> bool:
+  try:
+    float(text)
+  except ValueError:
+    return False
+  return True
+
+
+def _looks_like_header(table: spec_lib.InputTable,
+                       fields: Sequence[str]) -> bool:
+  """A first line equal to the columns, or with words where numbers go."""
+  fields = [f.strip().strip('"') for f in fields]
+  if tuple(fields) == tuple(table.columns):
+    return True
+  if len(fields) != len(table.columns):
+    return False
+  numeric = [field for field, column in zip(fields, table.columns)
+             if table.types[column] != "string"]
+  return bool(numeric) and not any(_is_number(f) for f in numeric)
+
+
+def header_warnings(spec: spec_lib.FeatureSpec,
+                    found: Mapping[str, Mapping[str, object]]) -> List[str]:
+  """Warnings for CSV tables read with `header: false` that seem to have one.
+
+  Such a first line would be rejected as a bad row (or, when every column
+  is a string, read as data).
+
+  Args:
+    spec: the feature spec.
+    found: from check_inputs.
+
+  Returns:
+    One warning per file whose first line looks like a header.
+  """
+  warnings = []
+  for name, info in found.items():
+    table = spec.inputs[name]
+    if table.format != "csv" or table.header:
+      continue
+    for path in info["paths"]:
+      try:
+        line = _first_line(path, table.encoding)
+      except InputError:
+        continue
+      if _looks_like_header(table, line.split(table.delimiter)):
+        warnings.append(
+            f"input '{name}': the first line of {path} looks like a header "
+            f"({line[:80]!r}) but the spec says header: false; it is read as "
+            f"a row (set header: true if it is one)")
+  return warnings
+
+
 def header_positions(table: spec_lib.InputTable,
                      header: Optional[Sequence[str]]
                     ) -> Tuple[Dict[str, int], int]:
@@ -195,8 +257,17 @@ def header_positions(table: spec_lib.InputTable,
   return {column: fields.index(column) for column in table.columns}, len(fields)
 
 
-def _table_rules(spec: spec_lib.FeatureSpec, found: Mapping[str, Mapping]
-                ) -> Dict[str, rows_lib.TableRules]:
+def table_rules(spec: spec_lib.FeatureSpec, found: Mapping[str, Mapping]
+               ) -> Dict[str, rows_lib.TableRules]:
+  """Each table's rules, from what check_inputs found.
+
+  Args:
+    spec: the feature spec.
+    found: from check_inputs.
+
+  Returns:
+    Table name -> TableRules.
+  """
   rules = {}
   for name, info in found.items():
     table = spec.inputs[name]
@@ -224,4 +295,4 @@ def plan_inputs(spec: spec_lib.FeatureSpec) -> Dict[str, rows_lib.TableRules]:
   Raises:
     InputError: an input cannot be used.
   """
-  return _table_rules(spec, check_inputs(spec))
+  return table_rules(spec, check_inputs(spec))

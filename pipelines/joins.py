@@ -12,13 +12,17 @@ Two strategies, chosen per join by the spec's `how`:
 
 Both behave the same on bad data:
 * a side key on more than one row is ambiguous: every row with that key
-  is dead-lettered as `duplicate_key` (no row is silently picked), and
-  main rows referencing it become `missing_join_key`;
-* a main row whose key is not in the side table is dead-lettered as
+  is dead-lettered as `duplicate_key` (no row is silently picked);
+* a main row whose side row was rejected (a duplicate key, or any reason
+  the side table's parser gave, `rejected_keys`) is dead-lettered as
+  `rejected_side_row`, naming the side table: the main table loses it
+  because of the side table, and the run report says so;
+* a main row whose key is in no side row at all is dead-lettered as
   `missing_join_key`.
 """
 
-from typing import Any, Dict, FrozenSet, Iterable, List, NamedTuple, Tuple
+from typing import (Any, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple,
+                    Optional, Tuple)
 
 import apache_beam as beam
 import numpy as np
@@ -132,12 +136,55 @@ def joined_schema(main_schema: pa.Schema,
   return pa.schema(list(main_schema) + side)
 
 
-def _missing_detail(table: str, by: str, key: str,
-                    duplicates: FrozenSet[str]) -> str:
-  if key in duplicates:
-    return (f"{by} = {key!r} is on several rows of {table!r} (all rejected "
-            f"as duplicate_key)")
-  return f"{by} = {key!r} is not in {table!r}"
+def rejected_keys(side_letters: beam.PCollection,
+                  label: str) -> beam.pvalue.AsSingleton:
+  """Side input: key -> reason of every side row its parser rejected.
+
+  Args:
+    side_letters: the side table's dead letters (those with a "key").
+    label: a unique step label.
+
+  Returns:
+    An AsSingleton of the dict ({} when nothing was rejected).
+  """
+  return beam.pvalue.AsSingleton(
+      side_letters
+      | f"{label}Keys" >> beam.FlatMap(_letter_key_reason)
+      | f"{label}ToDict" >> beam.combiners.ToDict())
+
+
+def _letter_key_reason(letter: Mapping[str, str]):
+  if letter.get("key") is not None:
+    yield letter["key"], letter["reason"]
+
+
+def lost_row_letter(main_table: str, side_table: str, by: str, key: str,
+                    raw: str, duplicates: FrozenSet[str],
+                    rejected: Mapping[str, str]) -> Dict[str, str]:
+  """The dead letter of a main row that found no side row.
+
+  Args:
+    main_table: the main table's name.
+    side_table: the side table's name.
+    by: the main table's join column.
+    key: the row's join key.
+    raw: the main row's raw text.
+    duplicates: side keys on several rows (all rejected).
+    rejected: side key -> reason, for rows the side parser rejected.
+
+  Returns:
+    A rejected_side_row letter when the side row was rejected, else a
+    missing_join_key one.
+  """
+  side_reason = (rows_lib.DUPLICATE_KEY if key in duplicates
+                 else rejected.get(key))
+  if side_reason is None:
+    return rows_lib.dead_letter(main_table, rows_lib.MISSING_JOIN_KEY, raw,
+                                f"{by} = {key!r} is not in {side_table!r}")
+  return rows_lib.dead_letter(
+      main_table, rows_lib.REJECTED_SIDE_ROW, raw,
+      f"{by} = {key!r}: its row of {side_table!r} was rejected as "
+      f"{side_reason}", side_table=side_table)
 
 
 class BroadcastJoin(beam.DoFn):
@@ -167,7 +214,8 @@ class BroadcastJoin(beam.DoFn):
     index = self._lookup(side)
     return pa.array([index.get(key) for key in keys.to_pylist()], pa.int64())
 
-  def process(self, batch: pa.RecordBatch, side: SideTable):
+  def process(self, batch: pa.RecordBatch, side: SideTable,
+              rejected: Optional[Mapping[str, str]] = None):
     keys = batch.column(self._by)
     if not pa.types.is_string(keys.type):
       keys = pc.cast(keys, pa.string())
@@ -176,10 +224,9 @@ class BroadcastJoin(beam.DoFn):
       missing = rows.is_null().to_numpy(zero_copy_only=False)
       raws = batch.column(rows_lib.RAW_COLUMN)
       for row in np.flatnonzero(missing):
-        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, rows_lib.dead_letter(
-            self._main_table, rows_lib.MISSING_JOIN_KEY, raws[row].as_py(),
-            _missing_detail(self._side_name, self._by, keys[row].as_py(),
-                            side.duplicate_keys)))
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, lost_row_letter(
+            self._main_table, self._side_name, self._by, keys[row].as_py(),
+            raws[row].as_py(), side.duplicate_keys, rejected or {}))
       if missing.all():
         return
       keep = pa.array(~missing)
@@ -227,7 +274,7 @@ class _JoinGroup(beam.DoFn):
     self._by = by
     self._main_raw_index = main_raw_index
 
-  def process(self, element):
+  def process(self, element, rejected: Optional[Mapping[str, str]] = None):
     key, grouped = element
     mains, sides = list(grouped["main"]), list(grouped["side"])
     raw_index = len(self._side_rules.columns)
@@ -240,11 +287,9 @@ class _JoinGroup(beam.DoFn):
     if len(sides) != 1:
       duplicates = frozenset([key]) if sides else frozenset()
       for main in mains:
-        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, rows_lib.dead_letter(
-            self._main_table, rows_lib.MISSING_JOIN_KEY,
-            main[self._main_raw_index],
-            _missing_detail(self._side_rules.table, self._by, key,
-                            duplicates)))
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, lost_row_letter(
+            self._main_table, self._side_rules.table, self._by, key,
+            main[self._main_raw_index], duplicates, rejected or {}))
       return
     extra = sides[0][1:raw_index]
     for main in mains:
@@ -271,7 +316,7 @@ class ShuffleJoin(beam.PTransform):
 
   def __init__(self, side_batches: beam.PCollection,
                side_rules: rows_lib.TableRules, by: str, main_table: str,
-               main_schema: pa.Schema, batch_size: int = 8192):
+               main_schema: pa.Schema, rejected=None, batch_size: int = 8192):
     """Builds the join.
 
     Args:
@@ -280,6 +325,7 @@ class ShuffleJoin(beam.PTransform):
       by: the main table's join column.
       main_table: the main table's name, for dead letters.
       main_schema: the schema of the main batches.
+      rejected: the side input `rejected_keys` gives, or None.
       batch_size: rows per re-built batch.
     """
     super().__init__()
@@ -288,6 +334,7 @@ class ShuffleJoin(beam.PTransform):
     self._by = by
     self._main_table = main_table
     self._main_schema = main_schema
+    self._rejected = rejected
     self._batch_size = batch_size
 
   def expand(self, main_batches):
@@ -299,7 +346,8 @@ class ShuffleJoin(beam.PTransform):
         | "CoGroup" >> beam.CoGroupByKey()
         | "Join" >> beam.ParDo(_JoinGroup(
             self._main_table, self._side_rules, self._by,
-            self._main_schema.get_field_index(rows_lib.RAW_COLUMN)))
+            self._main_schema.get_field_index(rows_lib.RAW_COLUMN)),
+                               rejected=self._rejected)
         .with_outputs(DEAD_LETTER_TAG, main="joined"))
     schema = joined_schema(self._main_schema, self._side_rules)
     batches = (joined.joined

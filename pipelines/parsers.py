@@ -4,61 +4,113 @@ Each raw batch (a block of CSV lines, a Parquet table, a list of serialized
 tf.Examples, a list of BigQuery row dicts) becomes one pyarrow RecordBatch
 with the table's rules' schema (pipelines/rows.py) and a list of
 dead-letter records for the rows that fail, plus the number of rows read
-(valid rows + dead letters). A clean CSV block is split with one str.split
-after numpy checks every line's field count on the bytes; only a block
-holding a bad line falls back to parsing line by line.
+(valid rows + dead letters + blank lines) and of blank lines. A CSV line
+with bytes its encoding does not decode is rejected only when a column
+something reads holds them (a display column shows U+FFFD instead); the
+columns nothing reads are never decoded strictly. A clean CSV block is
+split with one str.split after numpy checks every line's field count on
+the bytes; only a block holding a bad line falls back to parsing line by
+line.
 """
 
 import base64
 import codecs
 import csv
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+import re
+from typing import (Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional,
+                    Sequence, Tuple)
 
 import numpy as np
 import pyarrow as pa
 
 from pipelines import rows as rows_lib
 
-# What every parser returns: the valid rows (rules.schema), the dead
-# letters, and the rows read (valid rows + dead letters).
-Parsed = Tuple[pa.RecordBatch, List[Dict[str, str]], int]
 
+
+class Parsed(NamedTuple):
+  """What every parser returns for one raw batch.
+
+  Attributes:
+    rows: the valid rows (rules.schema).
+    dead_letters: the rejected rows.
+    read: rows read: valid rows + dead letters + blank lines.
+    blank: blank lines (CSV), which are not rows.
+  """
+  rows: pa.RecordBatch
+  dead_letters: List[Dict[str, str]]
+  read: int
+  blank: int = 0
+
+
+# The lone surrogates "surrogateescape" decodes undecodable bytes to.
+_UNDECODED = re.compile("[\udc80-\udcff]")
 # Encodings in which the delimiter and newline bytes only ever stand for
 # themselves, so fields can be counted on the raw bytes.
 _BYTE_COUNTABLE = frozenset(("utf-8", "ascii", "iso8859-1", "cp1252",
                              "iso8859-15"))
 
 
-def _decode_lines(block: bytes, encoding: str, table: str
-                 ) -> Tuple[List[str], List[Dict[str, str]], bool]:
-  """A block -> (non-empty lines, undecodable rows, lines changed?)."""
+def _decode_lines(block: bytes, encoding: str
+                 ) -> Tuple[List[str], FrozenSet[int], int, bool]:
+  """A block -> (non-blank lines, undecodable lines, blanks, changed?).
+
+  A line that does not decode is kept with its bad bytes as lone
+  surrogates ("surrogateescape"), so that only the fields something reads
+  decide whether it is rejected (`_check_undecodable`).
+  """
   try:
     text = block.decode(encoding)
+    undecodable: List[int] = []
   except UnicodeDecodeError:
-    lines, letters = [], []
-    for raw in block.split(b"\n"):
-      try:
-        lines.append(raw.decode(encoding))
-      except UnicodeDecodeError as error:
-        text = raw.rstrip(b"\r").decode(encoding, errors="backslashreplace")
-        letters.append(rows_lib.dead_letter(
-            table, rows_lib.INVALID_ENCODING, text,
-            f"not {encoding}: {error.reason} at byte {error.start}"))
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    return [line for line in lines if line], letters, True
-  changed = False
+    text = block.decode(encoding, errors="surrogateescape")
+    undecodable = None
+  changed = undecodable is None
   if "\r" in text:
     text = text.replace("\r\n", "\n")
     changed = True
   lines = text.split("\n")
   if lines and not lines[-1]:
     lines.pop()
-  if "" in lines:
-    # Blank lines (e.g. a trailing empty line) are not rows.
+  blank = lines.count("")
+  if blank:
     lines = [line for line in lines if line]
     changed = True
-  return lines, [], changed
+  if undecodable is None:
+    undecodable = [i for i, line in enumerate(lines)
+                   if _UNDECODED.search(line)]
+  return lines, frozenset(undecodable), blank, changed
+
+
+def _escaped(text: str, encoding: str) -> str:
+  """Text holding escaped bad bytes as backslash escapes (b"\\xff")."""
+  return text.encode(encoding, "surrogateescape").decode(
+      encoding, "backslashreplace")
+
+
+def _check_undecodable(rules: rows_lib.TableRules, line: str,
+                       fields: List[str]
+                      ) -> Tuple[Optional[Dict[str, str]], List[str]]:
+  """(a dead letter, or None and the fields with display text repaired).
+
+  A bad byte in a column that nothing reads never rejects a row; in a
+  display column it becomes U+FFFD; in any other kept column the row is
+  invalid_encoding.
+  """
+  fields = list(fields)
+  for name, position in rules.positions.items():
+    if not _UNDECODED.search(fields[position]):
+      continue
+    if name in rules.display:
+      fields[position] = fields[position].encode(
+          rules.encoding, "surrogateescape").decode(rules.encoding, "replace")
+      continue
+    return rows_lib.dead_letter(
+        rules.table, rows_lib.INVALID_ENCODING,
+        _escaped(line, rules.encoding),
+        f"column {name!r} is not {rules.encoding}",
+        key=rows_lib.row_key(rules, fields)), fields
+  return None, fields
 
 
 def _fields_per_line_ok(body: bytes, delimiter: bytes, expected: int) -> bool:
@@ -117,33 +169,41 @@ def parse_csv_block(rules: rows_lib.TableRules, block: bytes) -> Parsed:
     block: whole lines as bytes (sources.ReadCsvBlocks).
 
   Returns:
-    (RecordBatch of valid rows, dead-letter records, rows read), where rows
-    read = valid rows + dead letters.
+    The Parsed batch; blank lines are counted, not parsed.
   """
-  lines, letters, changed = _decode_lines(block, rules.encoding, rules.table)
-  rows_read = len(lines) + len(letters)
-  columns = None if letters else _split_block(lines, rules, block, changed)
+  lines, undecodable, blank, changed = _decode_lines(block, rules.encoding)
+  rows_read = len(lines) + blank
+  columns = None
+  if not undecodable:
+    columns = _split_block(lines, rules, block, changed)
   good_lines = lines
+  letters = []
   if columns is None:
     expected = rules.num_fields
     good_lines, good_fields = [], []
-    for line, fields in zip(lines, _split_fields(lines, rules.delimiter)):
-      if fields is None:
+    for index, (line, fields) in enumerate(
+        zip(lines, _split_fields(lines, rules.delimiter))):
+      if fields is None or len(fields) != expected:
         letters.append(rows_lib.dead_letter(
-            rules.table, rows_lib.WRONG_FIELD_COUNT, line,
-            "unbalanced quotes"))
-      elif len(fields) != expected:
-        letters.append(rows_lib.dead_letter(
-            rules.table, rows_lib.WRONG_FIELD_COUNT, line,
-            f"{len(fields)} fields, expected {expected}"))
-      else:
-        good_lines.append(line)
-        good_fields.append(fields)
+            rules.table, rows_lib.WRONG_FIELD_COUNT,
+            _escaped(line, rules.encoding),
+            "unbalanced quotes" if fields is None
+            else f"{len(fields)} fields, expected {expected}",
+            key=None if fields is None else rows_lib.row_key(rules, fields)))
+        continue
+      if index in undecodable:
+        letter, fields = _check_undecodable(rules, line, fields)
+        if letter is not None:
+          letters.append(letter)
+          continue
+        line = _escaped(line, rules.encoding)
+      good_lines.append(line)
+      good_fields.append(fields)
     columns = {name: [fields[position] for fields in good_fields]
                for name, position in rules.positions.items()}
   batch, more = rows_lib.validate_columns(rules, columns, good_lines,
                                           from_text=True)
-  return batch, letters + more, rows_read
+  return Parsed(batch, letters + more, rows_read, blank)
 
 
 def _json_row(row: Mapping[str, Any]) -> str:
@@ -162,14 +222,14 @@ def parse_arrow_table(rules: rows_lib.TableRules, table: pa.Table) -> Parsed:
     table: a pyarrow Table with at least the kept columns.
 
   Returns:
-    (RecordBatch of valid rows, dead-letter records, rows read).
+    The Parsed batch.
   """
   columns = {name: table.column(name).to_pylist() for name in rules.columns}
   raws = [_json_row(dict(zip(rules.columns, values)))
           for values in zip(*(columns[name] for name in rules.columns))]
   batch, letters = rows_lib.validate_columns(rules, columns, raws,
                                              from_text=False)
-  return batch, letters, table.num_rows
+  return Parsed(batch, letters, table.num_rows)
 
 
 def _base64(record: bytes) -> str:
@@ -206,7 +266,7 @@ def parse_examples(rules: rows_lib.TableRules, records: Sequence[bytes],
     decoder: a tfx_bsl ExamplesToRecordBatchDecoder (no schema).
 
   Returns:
-    (RecordBatch of valid rows, dead-letter records, rows read).
+    The Parsed batch.
   """
   records = list(records)
   decoded, kept, letters = _decode_examples(rules, records, decoder)
@@ -221,7 +281,10 @@ def parse_examples(rules: rows_lib.TableRules, records: Sequence[bytes],
   for name in rules.columns:
     values = columns[name]
     for row, value in enumerate(values):
-      if value is None or len(value) == 0:
+      if name in rules.display:
+        # Shown only: any first value, or none, never rejects the row.
+        values[row] = value[0] if value else None
+      elif value is None or len(value) == 0:
         rejected.add(row, rows_lib.MISSING_VALUE,
                      f"feature {name!r} is absent")
         values[row] = None
@@ -234,7 +297,7 @@ def parse_examples(rules: rows_lib.TableRules, records: Sequence[bytes],
   batch, more = rows_lib.validate_columns(
       rules, columns, [_base64(record) for record in kept], from_text=False,
       rejected=rejected)
-  return batch, letters + more, len(records)
+  return Parsed(batch, letters + more, len(records))
 
 
 def parse_row_dicts(rules: rows_lib.TableRules,
@@ -246,7 +309,7 @@ def parse_row_dicts(rules: rows_lib.TableRules,
     rows: column -> Python value dicts; None is NULL.
 
   Returns:
-    (RecordBatch of valid rows, dead-letter records, rows read); the raw
+    The Parsed batch; the raw
     text of a row is the JSON of its kept columns.
   """
   rows = list(rows)
@@ -260,7 +323,7 @@ def parse_row_dicts(rules: rows_lib.TableRules,
       if name not in row:
         rejected.add(index, rows_lib.MISSING_VALUE,
                      f"column {name!r} is not in the BigQuery row")
-      elif isinstance(value, (list, dict)):
+      elif isinstance(value, (list, dict)) and name not in rules.display:
         rejected.add(index, rows_lib.WRONG_FIELD_COUNT,
                      f"column {name!r} is a REPEATED or RECORD value, "
                      f"expected one value")
@@ -274,4 +337,4 @@ def parse_row_dicts(rules: rows_lib.TableRules,
   batch, letters = rows_lib.validate_columns(rules, columns, raws,
                                              from_text=False,
                                              rejected=rejected)
-  return batch, letters, len(rows)
+  return Parsed(batch, letters, len(rows))

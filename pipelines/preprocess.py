@@ -16,9 +16,13 @@ A Beam + tf.Transform job in the shape of apache_beam/examples/wordcount.py
 
 Everything is written into a staging directory beside the output and moved
 into place with _SUCCESS last (core/outputs.py), after the rejected rows are
-checked against max_rejected_fraction and feature_info.json and
-run_report.json are written. Rows in = rows written + rows rejected, per
-table; run_report.json has the numbers.
+checked against max_rejected_fraction and feature_info.json,
+run_report.json and the raw schema (metadata/) are written; staging folders
+that killed or failed runs to the same output left are removed first. For
+the main table, rows in = rows written + rows rejected + blank lines;
+run_report.json has the numbers, the inputs read and the ${VAR} values
+used. The run prints a line per phase, a progress line at most every 10 s
+while reading, and one summary line.
 
 From Python:
 
@@ -35,26 +39,27 @@ are Beam options):
        --direct_running_mode multi_processing]
 """
 
-import argparse
-import dataclasses
 import logging
 import sys
 import time
-from typing import (Any, Dict, List, Mapping, NamedTuple, Optional, Sequence,
-                    Tuple)
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
+import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow_transform.tf_metadata import dataset_metadata
+from tensorflow_transform.tf_metadata import metadata_io
+from tensorflow_transform.tf_metadata import schema_utils
 
 from core import files
-from core import flags
 from core import layout
 from core import outputs
 from pipelines import counts as counts_lib
 from pipelines import inputs
-from pipelines import metrics
+from pipelines import options as options_lib
+from pipelines import progress
 from pipelines import rows as rows_lib
 from pipelines import runners
 from pipelines import steps
@@ -62,77 +67,14 @@ from transforms import feature_info as feature_info_lib
 from transforms import loader
 from transforms import spec as spec_lib
 
+# The job's options live in pipelines/options.py, which `--help` loads
+# without TensorFlow or Beam; these are the names callers know them by.
+PreprocessOptions = options_lib.PreprocessOptions
+parse_args = options_lib.parse_args
 
-@dataclasses.dataclass(frozen=True)
-class PreprocessOptions:
-  """One preprocessing run: what it reads, where it writes, what it accepts.
-
-  Each field is also the command-line flag of the same name.
-  """
-  spec: str = flags.option(help="feature spec YAML")
-  output: str = flags.option(help="output directory (local, gs://, ...)")
-  env: Tuple[Tuple[str, str], ...] = flags.option(
-      (), help="set ${KEY} in the spec's paths (repeatable)",
-      metavar="KEY=VALUE", repeat=True, parse=spec_lib.parse_env_flags)
-  max_rejected_fraction: Optional[float] = flags.option(
-      None, help="fail when a table rejects more than this share of its "
-                 "rows (default: the spec's)")
-  num_shards: int = flags.option(
-      0, help="TFRecord files per split; 0 lets the runner decide")
-  raw_eval: bool = flags.option(
-      False, help="also write the eval split's raw rows as tf.Examples "
-                  f"({layout.RAW_EVAL}/), the rows a model's raw serving "
-                  f"signature is scored on")
-
-
-def flag_parser() -> argparse.ArgumentParser:
-  """The job's own flags, one per PreprocessOptions field.
-
-  Returns:
-    The parser; what it does not know goes to Beam.
-  """
-  parser = argparse.ArgumentParser(
-      prog="embeddings preprocess",
-      description=("Beam + tf.Transform: raw tables -> gzipped TFRecords, "
-                   "transform_fn/, feature_info.json, run_report.json. "
-                   "Other flags go to Beam (--runner, --direct_num_workers, "
-                   "--temp_location, ...)."))
-  flags.add_flags(parser, PreprocessOptions)
-  return parser
-
-
-def options_from_args(args: argparse.Namespace) -> PreprocessOptions:
-  """The options that flags parsed by `flag_parser` give.
-
-  Args:
-    args: the parsed flags.
-
-  Returns:
-    The PreprocessOptions.
-
-  Raises:
-    spec_lib.SpecError: an --env entry is not NAME=VALUE.
-  """
-  return PreprocessOptions(**flags.values_from_args(PreprocessOptions, args))
-
-
-def parse_args(argv: Optional[Sequence[str]] = None
-              ) -> Tuple[PreprocessOptions, List[str]]:
-  """Splits a command line into the job's options and Beam's arguments.
-
-  Args:
-    argv: command-line flags (default: sys.argv[1:]).
-
-  Returns:
-    (the options, the arguments the job does not know: Beam options, maybe
-    with a --preset).
-
-  Raises:
-    spec_lib.SpecError: an --env entry is not NAME=VALUE.
-  """
-  known, beam_args = flag_parser().parse_known_args(
-      None if argv is None else list(argv))
-  return options_from_args(known), beam_args
+PROG = "embeddings preprocess"
+# tf dtype of each spec column type in the raw schema (as TFXIO reads it).
+_RAW_DTYPES = {"string": tf.string, "int": tf.int64, "float": tf.float32}
 
 
 class JobPlan(NamedTuple):
@@ -144,12 +86,46 @@ class JobPlan(NamedTuple):
     max_rejected_fraction: the option, or the spec's when it is unset.
     pipeline_options: Beam's options.
     beam_args: the Beam arguments the options came from.
+    inputs: table name -> what it reads (resolved patterns, matched files,
+      or the BigQuery table or query), for the run report.
+    warnings: things a person should look at, already printed.
   """
   spec: spec_lib.FeatureSpec
   rules: Mapping[str, rows_lib.TableRules]
   max_rejected_fraction: float
   pipeline_options: PipelineOptions
   beam_args: List[str]
+  inputs: Mapping[str, Mapping[str, Any]]
+  warnings: List[str]
+
+
+def _check_env_names(options: PreprocessOptions,
+                     spec: spec_lib.FeatureSpec) -> None:
+  """Refuses --env names the spec never references (a typo reads defaults)."""
+  unknown = [name for name, _ in options.env if name not in spec.env]
+  if not unknown:
+    return
+  known = (", ".join(f"${{{name}}}" for name in sorted(spec.env))
+           or "no variable")
+  raise spec_lib.SpecError(
+      f"--env {', '.join(dict.fromkeys(unknown))}: {options.spec} never "
+      f"references it; it references {known}")
+
+
+def _input_report(spec: spec_lib.FeatureSpec,
+                  found: Mapping[str, Mapping[str, Any]]
+                 ) -> Dict[str, Dict[str, Any]]:
+  report = {}
+  for name, info in found.items():
+    table = spec.inputs[name]
+    if table.is_bigquery:
+      report[name] = ({"query": table.query} if table.query is not None
+                      else {"table": table.table})
+      continue
+    report[name] = {"path": table.path, "files": list(info["paths"])}
+    if table.eval_path is not None:
+      report[name]["eval_path"] = table.eval_path
+  return report
 
 
 def plan_job(options: PreprocessOptions,
@@ -165,22 +141,30 @@ def plan_job(options: PreprocessOptions,
     The JobPlan.
 
   Raises:
-    spec_lib.SpecError: the spec is invalid.
-    inputs.InputError: an input is missing, empty or unreadable, or a
-      BigQuery input lacks a gs:// --temp_location or --project.
-    ValueError: max_rejected_fraction is outside [0, 1].
+    spec_lib.SpecError: the spec is invalid, or an --env name is one it
+      never references.
+    inputs.InputError: an input is missing, empty, a directory or
+      unreadable, or a BigQuery input lacks a gs:// --temp_location or
+      --project.
+    options_lib.OptionsError: max_rejected_fraction is outside [0, 1].
   """
   spec = loader.load_spec(options.spec, dict(options.env))
+  _check_env_names(options, spec)
   max_fraction = (spec.max_rejected_fraction
                   if options.max_rejected_fraction is None
                   else options.max_rejected_fraction)
   if not 0.0 <= max_fraction <= 1.0:
-    raise ValueError(f"--max_rejected_fraction must be in [0, 1], got "
-                     f"{max_fraction}")
-  rules = inputs.plan_inputs(spec)
+    raise options_lib.OptionsError(
+        f"--max_rejected_fraction must be in [0, 1], got {max_fraction}")
+  found = inputs.check_inputs(spec)
+  rules = inputs.table_rules(spec, found)
   pipeline_options = PipelineOptions(list(beam_args))
   inputs.check_bigquery_options(spec, pipeline_options)
-  return JobPlan(spec, rules, max_fraction, pipeline_options, list(beam_args))
+  warnings = inputs.header_warnings(spec, found)
+  for warning in warnings:
+    print(f"{PROG}: warning: {warning}", file=sys.stderr)
+  return JobPlan(spec, rules, max_fraction, pipeline_options, list(beam_args),
+                 _input_report(spec, found), warnings)
 
 
 def _run_pipeline(plan: JobPlan, options: PreprocessOptions, staging: str):
@@ -188,6 +172,7 @@ def _run_pipeline(plan: JobPlan, options: PreprocessOptions, staging: str):
   with tft_beam.Context(temp_dir=layout.PreprocessedLayout(staging).tft_temp):
     steps.build_pipeline(pipeline, plan.spec, plan.rules, staging,
                          options.num_shards, options.raw_eval)
+  progress.start()
   result = pipeline.run()
   result.wait_until_finish()
   return result
@@ -205,12 +190,30 @@ def _checked_summary(plan: JobPlan, options: PreprocessOptions,
   return summary
 
 
+def write_raw_metadata(spec: spec_lib.FeatureSpec, root: str) -> None:
+  """Writes the raw schema where `tft.TFTransformOutput(root)` reads it.
+
+  Its features are the raw columns tf.Transform reads
+  (spec.raw_column_types()), each one value per row.
+
+  Args:
+    spec: the feature spec.
+    root: the (staging) output directory.
+  """
+  schema = schema_utils.schema_from_feature_spec({
+      name: tf.io.FixedLenFeature([], _RAW_DTYPES[column_type])
+      for name, column_type in spec.raw_column_types().items()})
+  metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
+                             layout.PreprocessedLayout(root).raw_metadata)
+
+
 def _write_report(plan: JobPlan, options: PreprocessOptions, staging: str,
                   summary: Mapping[str, Any],
                   started: float) -> Dict[str, Any]:
   """Writes feature_info.json and run_report.json; returns the report."""
   out = layout.PreprocessedLayout(staging)
   spec = plan.spec
+  write_raw_metadata(spec, staging)
   transform_output = tft.TFTransformOutput(staging)
   vocabulary_sizes = {
       f.name: transform_output.vocabulary_size_by_name(f.name)
@@ -219,17 +222,23 @@ def _write_report(plan: JobPlan, options: PreprocessOptions, staging: str,
   feature_info_lib.write_feature_info(staging, infos)
   for temporary in (out.tft_temp, out.counts):
     files.remove_tree(temporary)
+  outputs.remove_beam_temp(staging)
   report = {
       "spec": spec.name,
       "spec_path": options.spec,
       "output": options.output,
       "main_table": spec.main,
+      "inputs": plan.inputs,
+      "env": dict(spec.env),
       **summary,
       "vocabulary_sizes": vocabulary_sizes,
       "feature_sizes": {n: i.size for n, i in infos.items()},
       "embedding_dims": {n: i.embedding_dim for n, i in infos.items()
                          if i.size},
+      "names": {feature: layout.PreprocessedLayout(options.output).names(
+          feature) for feature in sorted(spec.named_tables())},
       "max_rejected_fraction": plan.max_rejected_fraction,
+      "warnings": plan.warnings,
       "beam_options": plan.beam_args,
       "wall_time_s": round(time.time() - started, 3),
   }
@@ -237,28 +246,48 @@ def _write_report(plan: JobPlan, options: PreprocessOptions, staging: str,
   return report
 
 
-def _print_metrics(result) -> None:
-  try:
-    totals = metrics.counter_totals(result, steps.METRICS_NAMESPACE)
-  except (NotImplementedError, AttributeError, ValueError):
-    return
-  for name in sorted(totals):
-    print(f"  {name}: {totals[name]}")
+def summary_line(report: Mapping[str, Any]) -> str:
+  """The one line a run ends with: rows in, where they went, where to look.
 
+  Args:
+    report: the run report.
 
-def _print_summary(report: Mapping[str, Any]) -> None:
+  Returns:
+    The line.
+  """
+  main = report["main_table"]
   written = report["rows_written"]
   raw = "".join(f", {n} raw rows to {name}/"
                 for name, n in report["raw_rows_written"].items())
-  print(f"embeddings preprocess: wrote {written[layout.TRAIN]} train and "
-        f"{written[layout.EVAL]} eval rows{raw} to {report['output']} in "
-        f"{report['wall_time_s']:.1f}s; rejected "
-        f"{sum(report['rows_rejected_total'].values())} rows")
+  rejected = report["rows_rejected_total"]
+  side = ", ".join(f"{n} of '{table}'" for table, n in rejected.items()
+                   if table != main and n)
+  line = (f"{PROG}: wrote {written[layout.TRAIN]} train + "
+          f"{written[layout.EVAL]} eval rows to {report['output']}{raw} "
+          f"({report['rows_read'][main]} rows of '{main}' in, "
+          f"{rejected[main]} rejected, {report['rows_blank'][main]} blank "
+          f"lines{f'; side rows rejected: {side}' if side else ''})")
+  if sum(rejected.values()):
+    line += (f"; dead letters in "
+             f"{layout.join(report['output'], layout.DEAD_LETTER_DIR)}")
+  return line + f" ({report['wall_time_s']:.1f}s)"
+
+
+def _remove_leftovers(output: str) -> None:
+  """Removes what killed or failed runs to `output` left behind."""
+  removed = outputs.remove_stale_staging(output) + outputs.remove_beam_temp(
+      output)
+  if removed:
+    print(f"{PROG}: removed {len(removed)} folder(s) earlier runs left: "
+          f"{', '.join(removed)}", flush=True)
 
 
 def preprocess(options: PreprocessOptions,
                beam_args: Sequence[str] = ()) -> Dict[str, Any]:
   """Runs the preprocessing job.
+
+  Staging folders of earlier killed or failed runs to the same output, and
+  Beam's temporary folders inside it, are removed first.
 
   Args:
     options: what to read, where to write it, what to accept.
@@ -267,28 +296,34 @@ def preprocess(options: PreprocessOptions,
 
   Returns:
     The run report, as written to run_report.json: spec, spec_path, output,
-    main_table, rows_read {table: n}, rows_written {train, eval: n},
+    main_table, inputs {table: {path, files[, eval_path]} or {table} or
+    {query}}, env {VAR: value used}, rows_read {table: n, blank lines
+    included}, rows_blank {table: n}, rows_written {train, eval: n},
     raw_rows_written ({eval_raw: n} with raw_eval, else {}), rows_rejected
     {table: {reason: n}}, rows_rejected_total {table: n},
-    vocabulary_sizes, feature_sizes, embedding_dims, max_rejected_fraction,
-    beam_options (presets expanded) and wall_time_s.
+    rows_lost_to_rejected_side_rows {table: {side table: n}},
+    vocabulary_sizes, feature_sizes, embedding_dims, names {feature: names
+    file}, max_rejected_fraction, warnings, beam_options (presets
+    expanded) and wall_time_s.
 
   Raises:
-    spec_lib.SpecError: the spec is invalid.
-    inputs.InputError: an input is missing, empty or unreadable, or a
-      BigQuery input lacks a gs:// --temp_location or --project.
+    spec_lib.SpecError: the spec is invalid, or an --env name is unused.
+    inputs.InputError: an input is missing, empty, a directory or
+      unreadable, or a BigQuery input lacks a gs:// --temp_location or
+      --project.
     runners.PresetError: a preset's options are missing or invalid.
     counts_lib.RejectedRowsError: too many rows were rejected (the staging
       directory with its dead letters is kept and named in the message).
     counts_lib.EmptyInputError: no rows to analyze.
-    ValueError: max_rejected_fraction is outside [0, 1].
+    options_lib.OptionsError: max_rejected_fraction is outside [0, 1].
   """
   plan = plan_job(options, runners.expand_preset(list(beam_args)))
   started = time.time()
+  _remove_leftovers(options.output)
   staging = outputs.new_staging_dir(options.output)
   keep_staging = False
   try:
-    result = _run_pipeline(plan, options, staging)
+    _run_pipeline(plan, options, staging)
     try:
       summary = _checked_summary(plan, options, staging)
     except counts_lib.RejectedRowsError as error:
@@ -305,8 +340,7 @@ def preprocess(options: PreprocessOptions,
     if not keep_staging:
       outputs.discard(staging)
     raise
-  _print_summary(report)
-  _print_metrics(result)
+  print(summary_line(report), flush=True)
   return report
 
 
@@ -328,19 +362,23 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Runs the job; known failures print one clear line and return 1.
+  """Runs the job; known failures print one clear line.
 
   Args:
     argv: as for run().
 
   Returns:
-    The process exit status.
+    The process exit status: 0, 1 for bad input, 2 for unusable options
+    (a preset's, or --max_rejected_fraction).
   """
   try:
     run(argv)
+  except (runners.PresetError, options_lib.OptionsError) as error:
+    print(f"{PROG}: error: {error} (see {PROG} --help)", file=sys.stderr)
+    return 2
   except (spec_lib.SpecError, inputs.InputError, counts_lib.RejectedRowsError,
-          counts_lib.EmptyInputError, runners.PresetError) as error:
-    print(f"embeddings preprocess: error: {error}", file=sys.stderr)
+          counts_lib.EmptyInputError) as error:
+    print(f"{PROG}: error: {error}", file=sys.stderr)
     return 1
   return 0
 

@@ -1,7 +1,8 @@
 """Per-table rules and validation: typed Arrow columns, rejected rows.
 
 Each input table gets TableRules: the columns something reads (the
-features' sources, the label, join keys and the split key), their types,
+features' sources, the label, join keys, the split key and a side table's
+display column), their types,
 which must not be empty, the label's range and, for CSV, where each column
 sits in a line. `validate_columns` types and checks a batch's columns
 (numbers a column at a time, the other checks as Arrow compute kernels;
@@ -28,12 +29,19 @@ order, then the label:
                        vocabulary/hash feature source
   label_out_of_range   the label outside [label.min, label.max]
 
+Only kept columns are checked: a column nothing reads never rejects a row,
+and a display column (a side table's `display_column`) never does either:
+its bad bytes become U+FFFD and a missing value an empty name.
+
 A BigQuery NULL in a string column reads as the empty CSV field it stands
 for (BigQuery's CSV load turns empty fields into NULL): accepted, unless
 the column must not be empty (empty_key). In an int or float column it is
 a missing_value.
 
-Joins (pipelines/joins.py) add missing_join_key and duplicate_key.
+Joins (pipelines/joins.py) add missing_join_key, duplicate_key and
+rejected_side_row (a main row whose side row was rejected). A side
+table's dead letters carry the row's `key` when it could be read, which
+is how a join tells a rejected side row from a missing one.
 """
 
 import dataclasses
@@ -58,13 +66,15 @@ LABEL_OUT_OF_RANGE = "label_out_of_range"
 MALFORMED_RECORD = "malformed_record"
 MISSING_JOIN_KEY = "missing_join_key"
 DUPLICATE_KEY = "duplicate_key"
+REJECTED_SIDE_ROW = "rejected_side_row"
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64()}
 
 
-def dead_letter(table: str, reason: str, raw: str,
-                detail: str = "") -> Dict[str, str]:
+def dead_letter(table: str, reason: str, raw: str, detail: str = "",
+                key: Optional[str] = None,
+                side_table: Optional[str] = None) -> Dict[str, str]:
   """One rejected row, as written to dead_letter/*.jsonl.
 
   Args:
@@ -73,11 +83,19 @@ def dead_letter(table: str, reason: str, raw: str,
     raw: the raw row (CSV line text; JSON of a Parquet row; base64 of a
       serialized tf.Example).
     detail: which column and value, for people reading the file.
+    key: a side table row's key, when it could be read.
+    side_table: for rejected_side_row, the side table whose row was
+      rejected.
 
   Returns:
-    The record as a dict.
+    The record as a dict ("key" and "side_table" only when given).
   """
-  return {"table": table, "reason": reason, "detail": detail, "raw": raw}
+  letter = {"table": table, "reason": reason, "detail": detail, "raw": raw}
+  if key is not None:
+    letter["key"] = key
+  if side_table is not None:
+    letter["side_table"] = side_table
+  return letter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +112,8 @@ class TableRules:
     num_fields: CSV fields per line.
     delimiter: CSV delimiter.
     encoding: text encoding of CSV lines and tf.Example bytes values.
+    key: a side table's key column (its first column), else None.
+    display: kept columns that are only shown (never reject a row).
   """
   table: str
   columns: Tuple[str, ...]
@@ -104,6 +124,16 @@ class TableRules:
   num_fields: int
   delimiter: str = ","
   encoding: str = "utf-8"
+  key: Optional[str] = None
+  display: FrozenSet[str] = frozenset()
+
+  def without_display(self) -> "TableRules":
+    """The rules of the rows a join carries on: display columns dropped."""
+    if not self.display:
+      return self
+    return dataclasses.replace(
+        self, columns=tuple(c for c in self.columns if c not in self.display),
+        display=frozenset())
 
   @property
   def schema(self) -> pa.Schema:
@@ -163,8 +193,13 @@ def table_rules(spec: spec_lib.FeatureSpec, name: str,
   """
   table = spec.inputs[name]
   needed = set(needed_columns(spec))
-  kept = [c for c in table.columns if c in needed or c == table.key]
-  if table.key is not None and name != spec.main:
+  is_side = table.key is not None and name != spec.main
+  display = frozenset(
+      [table.display_column] if is_side and table.display_column
+      and table.display_column not in needed else [])
+  kept = [c for c in table.columns
+          if c in needed or c == table.key or c in display]
+  if is_side:
     kept.remove(table.key)
     kept.insert(0, table.key)
   label = None
@@ -177,7 +212,30 @@ def table_rules(spec: spec_lib.FeatureSpec, name: str,
                     nonempty=nonempty, label=label,
                     positions={c: positions[c] for c in kept},
                     num_fields=num_fields, delimiter=table.delimiter,
-                    encoding=table.encoding)
+                    encoding=table.encoding,
+                    key=table.key if is_side else None, display=display)
+
+
+def row_key(rules: TableRules, fields: List[str]) -> Optional[str]:
+  """A side row's key from its CSV fields, when the line has a usable one.
+
+  Args:
+    rules: the table's rules.
+    fields: the line's fields (maybe the wrong number of them).
+
+  Returns:
+    The key's text, or None (no key column, no such field, blank, or
+    bytes that did not decode).
+  """
+  if rules.key is None:
+    return None
+  position = rules.positions[rules.key]
+  if position >= len(fields):
+    return None
+  value = fields[position]
+  if not value.strip() or any("\udc80" <= c <= "\udcff" for c in value):
+    return None
+  return value
 
 
 def _value_text(value: Any, encoding: str) -> str:
@@ -216,8 +274,22 @@ class Rejections:
     self.by_row.setdefault(row, (reason, detail))
 
 
+def _display_text(values: List[Any], encoding: str) -> pa.Array:
+  """A display column's values as text: never a reason to reject a row."""
+  texts = []
+  for value in values:
+    if value is None:
+      value = ""
+    elif isinstance(value, bytes):
+      value = value.decode(encoding, errors="replace")
+    texts.append(value if isinstance(value, str) else str(value))
+  return pa.array(texts, pa.string())
+
+
 def _check_string(name: str, values: List[Any], rules: TableRules,
                   from_text: bool, rejected: Rejections) -> pa.Array:
+  if name in rules.display:
+    return _display_text(values, rules.encoding)
   if not from_text:
     converted = []
     for row, value in enumerate(values):
@@ -307,6 +379,20 @@ def _check_label(array: pa.Array, rules: TableRules,
                    f"[{low}, {high}]")
 
 
+def _key_text(keys: Optional[List[Any]], row: int,
+              encoding: str) -> Optional[str]:
+  if keys is None or keys[row] is None:
+    return None
+  value = keys[row]
+  if isinstance(value, bytes):
+    try:
+      value = value.decode(encoding)
+    except UnicodeDecodeError:
+      return None
+  value = str(value)
+  return value if value.strip() else None
+
+
 def validate_columns(rules: TableRules, columns: Mapping[str, List[Any]],
                      raws: List[str], from_text: bool,
                      rejected: Optional[Rejections] = None
@@ -338,7 +424,9 @@ def validate_columns(rules: TableRules, columns: Mapping[str, List[Any]],
     _check_label(arrays[rules.columns.index(rules.label[0])], rules, rejected)
   arrays.append(pa.array(raws, pa.string()))
   batch = pa.RecordBatch.from_arrays(arrays, schema=rules.schema)
-  letters = [dead_letter(rules.table, reason, raws[row], detail)
+  keys = columns[rules.key] if rules.key is not None else None
+  letters = [dead_letter(rules.table, reason, raws[row], detail,
+                         key=_key_text(keys, row, rules.encoding))
              for row, (reason, detail) in sorted(rejected.by_row.items())]
   if rejected.by_row:
     keep = np.ones(len(raws), dtype=bool)

@@ -7,10 +7,19 @@ file name each stage:
   Read<T> -> Parse<T>            each table, in batches (sources.py,
                                  parsers.py); T is MainTrain/MainEval or
                                  Main, and Side<Table>
+  Rejected<Table>Keys -> ...ToDict
+                                 the side rows its parser rejected, so a
+                                 join names why a main row found none
+  Collect<Table>Names -> Write<Table>Names
+                                 a side table's names files (names.py)
+  Drop<Table>Names               display columns, before the join
   Join<Table>                    each side table (joins.py)
   SplitAndConvert                train/eval, to TFXIO batches (split.py)
+  CountTrainRows -> SumTrainRows -> AnnounceAnalysis
+                                 a progress line once train is read
+                                 (progress.py)
   Analyze -> WriteTransformFn    tf.Transform, on train only
-  Transform<S> -> Schema<S> -> Encode<S> -> Write<S>
+  Transform<S> -> Announce<S> -> Schema<S> -> Encode<S> -> Write<S>
                                  S = Train, Eval: tf.Example TFRecords
   EncodeEvalRaw -> WriteEvalRaw  with raw_eval: the eval split's raw rows
   FlattenDeadLetters -> DeadLettersToJson -> WriteDeadLetters
@@ -33,7 +42,9 @@ from tfx_bsl.public import tfxio
 from core import layout
 from pipelines import counts as counts_lib
 from pipelines import joins as joins_lib
+from pipelines import names as names_lib
 from pipelines import parsers
+from pipelines import progress
 from pipelines import rows as rows_lib
 from pipelines import sinks
 from pipelines import sources
@@ -79,10 +90,14 @@ class ParseBatches(beam.DoFn):
     return parsers.parse_examples(self._rules, raw, self._decoder)
 
   def process(self, raw):
-    batch, letters, read = self._parse(raw)
+    batch, letters, read, blank = self._parse(raw)
     self._read.inc(read)
+    progress.rows_read(read)
     yield beam.pvalue.TaggedOutput(
         _COUNTS, ((counts_lib.READ, self._rules.table), read))
+    if blank:
+      yield beam.pvalue.TaggedOutput(
+          _COUNTS, ((counts_lib.BLANK, self._rules.table), blank))
     for letter in letters:
       yield beam.pvalue.TaggedOutput(_DEAD, letter)
     if batch.num_rows:
@@ -104,6 +119,8 @@ class CountDeadLetters(beam.DoFn):
     Metrics.counter(METRICS_NAMESPACE,
                     f"{letter['table']}_rejected_{letter['reason']}").inc()
     yield (counts_lib.REJECTED, letter["table"], letter["reason"]), 1
+    if "side_table" in letter:
+      yield (counts_lib.LOST, letter["table"], letter["side_table"]), 1
 
 
 class EncodeExamples(beam.DoFn):
@@ -220,50 +237,71 @@ def _read_main(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
 
 def _join_side(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
                join: spec_lib.Join, side_rules: rows_lib.TableRules,
-               joined: JoinedRows) -> JoinedRows:
-  """Reads one side table and joins it onto `joined`, as the spec says how."""
+               joined: JoinedRows,
+               out: Optional[layout.PreprocessedLayout]) -> JoinedRows:
+  """Reads one side table and joins it onto `joined`, as the spec says how.
+
+  With `out`, also writes the names files the side table gives.
+  """
   side = spec.inputs[join.table]
   label = join.table.capitalize()
   parsed = _read_and_parse(pipeline, side, side.path, side_rules, None,
                            f"Side{label}")
+  if out is not None:
+    names_lib.write_names(parsed.rows, spec, join.table, side_rules, out)
   dead_letters = [parsed.dead_letters]
+  rejected = joins_lib.rejected_keys(parsed.dead_letters, f"Rejected{label}")
+  # Display columns are written to the names files only; the joined rows
+  # do not carry them.
+  join_rules = side_rules.without_display()
+  side_rows = parsed.rows
+  if join_rules is not side_rules:
+    side_rows = parsed.rows | f"Drop{label}Names" >> beam.Map(
+        _select_columns, list(join_rules.schema.names))
   if join.how == "broadcast":
-    built = (parsed.rows
+    built = (side_rows
              | f"Collect{label}" >> beam.combiners.ToList()
              | f"Build{label}" >> beam.ParDo(
-                 joins_lib.BuildSideTable(side_rules)).with_outputs(
+                 joins_lib.BuildSideTable(join_rules)).with_outputs(
                      _DEAD, main="table"))
     dead_letters.append(built[_DEAD])
     result = joined.batches | f"Join{label}" >> beam.ParDo(
         joins_lib.BroadcastJoin(join.table, join.by, spec.main),
-        side=beam.pvalue.AsSingleton(built.table)).with_outputs(
-            _DEAD, main="joined")
+        side=beam.pvalue.AsSingleton(built.table),
+        rejected=rejected).with_outputs(_DEAD, main="joined")
     batches = result.joined
   else:
     result = joined.batches | f"Join{label}" >> joins_lib.ShuffleJoin(
-        parsed.rows, side_rules, join.by, spec.main, joined.schema)
+        side_rows, join_rules, join.by, spec.main, joined.schema, rejected)
     batches = result["joined"]
   dead_letters.append(result[_DEAD])
-  return JoinedRows(batches, joins_lib.joined_schema(joined.schema, side_rules),
+  return JoinedRows(batches, joins_lib.joined_schema(joined.schema, join_rules),
                     joined.dead_letters + dead_letters,
                     joined.counts + [parsed.counts])
 
 
+def _select_columns(batch: pa.RecordBatch, names: List[str]) -> pa.RecordBatch:
+  return batch.select(names)
+
+
 def read_and_join(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
-                  rules: Mapping[str, rows_lib.TableRules]) -> JoinedRows:
+                  rules: Mapping[str, rows_lib.TableRules],
+                  out: Optional[layout.PreprocessedLayout] = None
+                 ) -> JoinedRows:
   """Reads, parses and validates every table and joins the side tables.
 
   Args:
     pipeline: the Beam pipeline.
     spec: the feature spec.
     rules: table name -> TableRules (main and every joined table).
+    out: where to write the side tables' names files (none when None).
 
   Returns:
     The joined main batches, their schema, dead letters and read counts.
   """
   joined = _read_main(pipeline, spec, rules[spec.main])
   for join in spec.joins:
-    joined = _join_side(pipeline, spec, join, rules[join.table], joined)
+    joined = _join_side(pipeline, spec, join, rules[join.table], joined, out)
   return joined
 
 
@@ -303,6 +341,10 @@ def _transform_and_write(batches: beam.PCollection, adapter_config,
       ((batches, adapter_config), transform_fn)
       | f"Transform{label}" >> tft_beam.TransformDataset(
           output_record_batches=True))
+  # After TransformDataset, which waits for the analysis: the first
+  # transformed batch marks the end of analyzing.
+  transformed = transformed | f"Announce{label}" >> beam.ParDo(
+      progress.AnnounceFirst("analyzed; transforming and writing"))
   schema = (metadata.deferred_metadata
             | f"Schema{label}" >> beam.Map(_schema_of))
   return _write_examples(transformed, split_name, label, out, num_shards,
@@ -353,9 +395,10 @@ def build_pipeline(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
       (layout.RAW_EVAL).
   """
   out = layout.PreprocessedLayout(staging)
-  joined = read_and_join(pipeline, spec, rules)
+  joined = read_and_join(pipeline, spec, rules, out)
   counts = list(joined.counts)
   split = _split(joined.batches, spec)
+  progress.announce_analysis(split[layout.TRAIN])
   adapter_config = split_lib.tensor_adapter_config(spec.raw_column_types())
   transform_fn = ((split[layout.TRAIN], adapter_config)
                   | "Analyze" >> tft_beam.AnalyzeDataset(

@@ -18,7 +18,7 @@ import csv
 import io
 from typing import Dict, Mapping, Optional, Sequence
 
-import tensorflow as tf
+from core import files
 
 # u.item's genre flag columns, in file order (the same list as u.genre).
 MOVIELENS_GENRES = (
@@ -39,8 +39,7 @@ class UnknownItemError(KeyError):
 
 def _read_text(path: str) -> str:
   """A text file's content: UTF-8, else latin-1 (MovieLens' encoding)."""
-  with tf.io.gfile.GFile(path, "rb") as handle:
-    raw = handle.read()
+  raw = files.read_bytes(path)
   try:
     return raw.decode("utf-8")
   except UnicodeDecodeError:

@@ -1,14 +1,15 @@
 """`embeddings cluster`: k-means over an embedding table, members per cluster.
 
   embeddings cluster --embeddings out/run/embeddings --table movie -k 20 \\
-      --names data/items.csv [--output clusters.csv]
+      [--output clusters.csv]
 
 Vectors are L2-normalised first, so clusters group rows by the same cosine
 similarity `embeddings neighbors` uses (spherical k-means). faiss.Kmeans
 does the work rather than scikit-learn's KMeans: each Lloyd iteration is
 one float32 matrix product of rows against centroids on every core, so
 tables of hundreds of thousands of rows cluster while the user waits. Each
-cluster is listed by size with the members closest to its centroid first.
+cluster is listed by size with the members closest to its centroid first,
+titled by the export's names (or --names).
 """
 
 import argparse
@@ -20,8 +21,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import faiss
 import numpy as np
-import tensorflow as tf
 
+from core import files
+from core import flags
 from retrieval import commands
 from retrieval import index as index_lib
 
@@ -73,9 +75,11 @@ def kmeans(vectors: np.ndarray, k: int, iterations: int = 25,
   if not 1 <= k <= n:
     raise ValueError(f"k must be in [1, {n}] for {n} rows, got {k}")
   # faiss trains on at most max_points_per_centroid rows per cluster; the
-  # bound is raised so that every row takes part.
+  # bound is raised so that every row takes part. Its lower bound only
+  # prints a warning for small tables, which use every row anyway.
   model = faiss.Kmeans(d, k, niter=iterations, nredo=restarts, seed=seed,
                        spherical=True, verbose=False,
+                       min_points_per_centroid=1,
                        max_points_per_centroid=max(256, n // k + 1))
   model.train(data)
   centroids = index_lib.normalize(model.centroids)
@@ -119,7 +123,7 @@ def write_assignments(path: str, clustering: Clustering,
   """Writes `token,cluster,similarity[,title]` CSV, one line per row.
 
   Args:
-    path: the CSV to write (any tf.io.gfile path).
+    path: the CSV to write (local, gs://, ...).
     clustering: from kmeans().
     tokens: the clustered rows' tokens.
     names: token -> title; adds the title column when given.
@@ -134,25 +138,30 @@ def write_assignments(path: str, clustering: Clustering,
     if names:
       line.append(names.get(token, ""))
     writer.writerow(line)
-  with tf.io.gfile.GFile(path, "w") as handle:
-    handle.write(buffer.getvalue())
+  files.write_text(path, buffer.getvalue())
 
 
-def _parser() -> argparse.ArgumentParser:
+def flag_parser() -> argparse.ArgumentParser:
+  """The `embeddings cluster` flags."""
   parser = argparse.ArgumentParser(
       prog="embeddings cluster",
-      description="k-means (cosine) over an embedding table.")
+      description="k-means (cosine) over an embedding table.",
+      formatter_class=flags.DefaultsHelpFormatter)
   commands.add_embeddings_flag(parser, table_directory=True)
-  parser.add_argument("--table", default="movie")
-  parser.add_argument("-k", "--clusters", type=int, default=20)
-  parser.add_argument("--iterations", type=int, default=25)
-  parser.add_argument("--restarts", type=int, default=3)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--table", default="movie", help="feature name")
+  parser.add_argument("-k", "--clusters", type=int, default=20,
+                      help="number of clusters")
+  parser.add_argument("--iterations", type=int, default=25,
+                      help="Lloyd iterations per run")
+  parser.add_argument("--restarts", type=int, default=3,
+                      help="independent runs; the best is kept")
+  parser.add_argument("--seed", type=int, default=0, help="random seed")
   commands.add_names_flag(parser)
   parser.add_argument("--show", type=int, default=10,
                       help="members listed per cluster")
   parser.add_argument("--output", default=None,
-                      help="also write every row's cluster to this CSV")
+                      help="also write every row's cluster to this CSV "
+                           "(default: none)")
   return parser
 
 
@@ -165,23 +174,31 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
   Returns:
     Cluster id (as a string) -> member tokens, most central first.
   """
-  args = _parser().parse_args(argv)
+  args = flag_parser().parse_args(argv)
   try:
-    table = commands.load_table(COMMAND, args.embeddings, args.table)
+    table = commands.with_names(
+        COMMAND, commands.load_table(COMMAND, args.embeddings, args.table),
+        args.names)
   except commands.CommandError as error:
     raise SystemExit(str(error)) from None
-  names = commands.read_names(args.names)
+  names = commands.display_names(table)
   rows = table.real_rows
   tokens = [table.tokens[r] for r in rows]
-  clustering = kmeans(table.vectors[rows], args.clusters,
-                      iterations=args.iterations, restarts=args.restarts,
-                      seed=args.seed)
+  try:
+    clustering = kmeans(table.vectors[rows], args.clusters,
+                        iterations=args.iterations, restarts=args.restarts,
+                        seed=args.seed)
+  except ValueError as error:
+    raise SystemExit(f"embeddings {COMMAND}: {error}") from None
   print(f"{args.clusters} clusters of {len(rows)} rows of table "
         f"{table.name!r} (k-means, cosine):")
   print(describe(clustering, tokens, names, show=args.show))
+  where = "printed above"
   if args.output:
     write_assignments(args.output, clustering, tokens, names)
-    print(f"assignments written to {args.output}")
+    where += f"; every row's cluster in {args.output}"
+  commands.summary(COMMAND, f"{args.clusters} clusters of {len(rows)} rows "
+                   f"of table {table.name!r} of {args.embeddings}, {where}")
   return {str(c): [tokens[r] for r in clustering.members(c)]
           for c in range(args.clusters)}
 

@@ -1,22 +1,26 @@
 """What the retrieval subcommands share: flags, table loading, output lines.
 
 `embeddings neighbors`, `recommend`, `cluster` and `projector` all name an
-export with --embeddings and an id -> title file with --names, load tables
-from it, report a missing table as one line naming the tables that are
-there, and print one line per item with its title. They do it through
-these functions, so the commands word their flags, errors and lines alike.
+export with --embeddings and, optionally, an id -> title file with --names
+(the export's own names are used without one), load tables from it, report
+a missing table as one line naming the tables that are there, print one
+line per item with its title, and end with a one-line summary. They do it
+through these functions, so the commands word their flags, errors and lines
+alike.
 """
 
 import argparse
+import dataclasses
 import sys
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from core import artifacts
 from retrieval import catalog
 
 # The exit status of a command whose table is not in the export.
 MISSING_TABLE = 2
-NAMES_HELP = "id -> title file: MovieLens u.item, items.csv, or id|title"
+NAMES_HELP = ("id -> title file: MovieLens u.item, items.csv, or id|title "
+              "(default: the export's own names, if it has them)")
 
 
 class CommandError(Exception):
@@ -50,6 +54,7 @@ def add_embeddings_flag(parser: argparse.ArgumentParser,
   help_text = "export directory (embeddings export --output)"
   if table_directory:
     help_text += " or one table's directory"
+  help_text += " (required)"
   parser.add_argument("--embeddings", required=True, help=help_text)
 
 
@@ -80,6 +85,31 @@ def load_table(command: str, embeddings: str,
     raise CommandError(command, error, MISSING_TABLE) from None
 
 
+def read_file(command: str, reader: Callable[..., Any],
+              path: Optional[str], *args: Any) -> Any:
+  """Reads an input file a user named, reporting a bad one as one line.
+
+  Args:
+    command: the subcommand, for the error line.
+    reader: reads the file: `reader(path, *args)`.
+    path: the file, or None (nothing to read).
+    *args: further arguments of `reader`.
+
+  Returns:
+    What `reader` returned, or None without a path.
+
+  Raises:
+    CommandError: the file is missing, unreadable or malformed (status
+      MISSING_TABLE, the usage-error status).
+  """
+  if path is None:
+    return None
+  try:
+    return reader(path, *args)
+  except (OSError, ValueError, UnicodeDecodeError) as error:
+    raise CommandError(command, error, MISSING_TABLE) from None
+
+
 def report(error: CommandError) -> int:
   """Prints a command's failure to stderr.
 
@@ -103,6 +133,57 @@ def read_names(path: Optional[str]) -> Dict[str, str]:
     The titles; empty without a file or when the file has none.
   """
   return catalog.titles(catalog.read_attributes(path) if path else None)
+
+
+def with_names(command: str, table: artifacts.EmbeddingTable,
+               names_path: Optional[str]) -> artifacts.EmbeddingTable:
+  """The table with the display names a command shows.
+
+  Args:
+    command: the subcommand, for the error line.
+    table: a loaded table; its own names (from the export) are kept when
+      no file is given.
+    names_path: a --names file, which overrides the table's names (rows it
+      does not name show their token).
+
+  Returns:
+    `table`, or a copy with the file's names.
+
+  Raises:
+    CommandError: the file cannot be read (see read_file).
+  """
+  if not names_path:
+    return table
+  titles = read_file(command, read_names, names_path)
+  return dataclasses.replace(table, names=[titles.get(token, token)
+                                           for token in table.tokens])
+
+
+def display_names(table: artifacts.EmbeddingTable) -> Dict[str, str]:
+  """Token -> display name, for the rows whose name says more than the token.
+
+  Args:
+    table: the table (see with_names).
+
+  Returns:
+    The names; empty when the table has none.
+  """
+  if table.names is None:
+    return {}
+  return {token: name for token, name in zip(table.tokens, table.names)
+          if name and name != token}
+
+
+def summary(command: str, text: str) -> None:
+  """Prints a command's closing line (what it did, where the results are).
+
+  It goes to stderr, so that stdout holds only results (--json lines).
+
+  Args:
+    command: the subcommand.
+    text: the summary.
+  """
+  print(f"embeddings {command}: {text}", file=sys.stderr)
 
 
 def item_line(lead: str, token: str, names: Mapping[str, str]) -> str:

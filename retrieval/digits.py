@@ -1,6 +1,6 @@
 """The classic MNIST projector picture, from data that ships in a package.
 
-  python -m retrieval.digits --output out/digits
+  embeddings digits --output out/digits
   tensorboard --logdir out/digits          # PROJECTOR tab, colour by digit
 
 scikit-learn's bundled handwritten digits (1,797 8x8 images, no download)
@@ -9,26 +9,29 @@ are the embedding, exported with the digit as label, the images as the
 projector's sprite, and a 2-D map PNG coloured by digit. The report gives
 the k-nearest-neighbour accuracy (cosine, held-out split) in that
 embedding space next to the same kNN on raw pixels.
+
+scikit-learn and tf_keras (with TensorFlow) are imported by the functions
+that use them, so that `embeddings digits --help` answers at once.
 """
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-from sklearn import datasets
-from sklearn import model_selection
-from sklearn import neighbors
-import tensorflow as tf
-import tf_keras as keras
 
+from core import files
+from core import flags
+from core import layout
+from retrieval import commands
 from retrieval import maps
 from retrieval import projector
 
+COMMAND = "digits"
+
 TABLE = "digits"
+REPORT_FILE = "report.json"
 
 
 @dataclasses.dataclass
@@ -61,6 +64,8 @@ def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray,
   Returns:
     Fraction of test points whose vote matches their label.
   """
+  # pylint: disable-next=g-import-not-at-top
+  from sklearn import neighbors  # slow to import: see the module doc
   model = neighbors.KNeighborsClassifier(n_neighbors=k, metric="cosine",
                                          algorithm="brute")
   model.fit(train_x, train_y)
@@ -80,6 +85,12 @@ def train(dimension: int = 16, epochs: int = 60, test_fraction: float = 0.3,
   Returns:
     The DigitsEmbedding.
   """
+  # Slow to import (TensorFlow): see the module doc.
+  # pylint: disable=g-import-not-at-top
+  from sklearn import datasets
+  from sklearn import model_selection
+  import tf_keras as keras
+  # pylint: enable=g-import-not-at-top
   digits = datasets.load_digits()
   images = (digits.images / 16.0).astype(np.float32)
   features = images.reshape(len(images), -1)
@@ -125,7 +136,7 @@ def export(result: DigitsEmbedding, output: str, k: int = 5,
     The report: kNN accuracy in the embedding and on raw pixels, the
     classifier's accuracy, file paths.
   """
-  tf.io.gfile.makedirs(output)
+  files.makedirs(output)
   train_rows, test_rows = result.train, ~result.train
   pixels = result.images.reshape(len(result.images), -1)
   report = {
@@ -146,29 +157,36 @@ def export(result: DigitsEmbedding, output: str, k: int = 5,
       columns={"digit": digits,
                "split": ["train" if t else "test" for t in result.train]},
       sprite=result.images)
-  report["config"] = projector.export(output, [table])
+  report["config"] = projector.export(output, [table], projector.CHECKPOINT)
   coords = maps.project_2d(result.vectors, map_method, seed)
-  report["map"] = os.path.join(output, f"{TABLE}_map.png")
+  report["map"] = layout.join(output, f"{TABLE}_map.png")
   maps.plot_map(coords, digits, report["map"],
                 title=f"digits: {maps.METHOD_NAMES[map_method]} of the "
                       f"{result.vectors.shape[1]}-d embedding",
                 legend_title="digit")
-  with tf.io.gfile.GFile(os.path.join(output, "report.json"), "w") as handle:
-    handle.write(json.dumps(report, indent=2) + "\n")
+  files.write_json(layout.join(output, REPORT_FILE), report)
   return report
 
 
-def _parser() -> argparse.ArgumentParser:
+def flag_parser() -> argparse.ArgumentParser:
+  """The `embeddings digits` flags."""
   parser = argparse.ArgumentParser(
-      prog="python -m retrieval.digits",
-      description="Digits classifier -> embedding -> projector + map + kNN.")
-  parser.add_argument("--output", required=True, help="log directory")
-  parser.add_argument("--dimension", type=int, default=16)
-  parser.add_argument("--epochs", type=int, default=60)
-  parser.add_argument("-k", "--neighbors", type=int, default=5)
+      prog="embeddings digits",
+      description="Digits classifier -> embedding -> projector + map + kNN.",
+      formatter_class=flags.DefaultsHelpFormatter)
+  parser.add_argument("--output", required=True,
+                      help="log directory to write (tensorboard --logdir) "
+                           "(required)")
+  parser.add_argument("--dimension", type=int, default=16,
+                      help="width of the embedding layer")
+  parser.add_argument("--epochs", type=int, default=60,
+                      help="training epochs")
+  parser.add_argument("-k", "--neighbors", type=int, default=5,
+                      help="neighbours voting in the kNN accuracy")
   parser.add_argument("--map_method", choices=maps.MAP_METHODS,
-                      default=maps.TSNE)
-  parser.add_argument("--seed", type=int, default=0)
+                      default=maps.TSNE, help="2-D projection of the map")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="split, initialisation and map seed")
   return parser
 
 
@@ -181,11 +199,15 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
   Returns:
     The report dict.
   """
-  args = _parser().parse_args(argv)
+  args = flag_parser().parse_args(argv)
   result = train(dimension=args.dimension, epochs=args.epochs, seed=args.seed)
   report = export(result, args.output, k=args.neighbors,
                   map_method=args.map_method, seed=args.seed)
-  print(json.dumps(report, indent=2))
+  commands.summary(COMMAND, f"kNN accuracy {report['knn_accuracy']:.3f} in "
+                   f"the {report['dimension']}-d embedding (raw pixels "
+                   f"{report['knn_accuracy_raw_pixels']:.3f}); projector "
+                   f"files, map and report in {args.output}; view: "
+                   f"tensorboard --logdir {args.output} (PROJECTOR tab)")
   return report
 
 

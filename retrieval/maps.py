@@ -8,14 +8,12 @@ their maps with these.
 """
 
 import collections
+import io
 from typing import Dict, Sequence
 
-from matplotlib import figure as figure_lib
 import numpy as np
-from sklearn import decomposition
-from sklearn import manifold
-import tensorflow as tf
 
+from core import files
 from retrieval import index as index_lib
 
 PCA = "pca"
@@ -41,6 +39,13 @@ def project_2d(vectors: np.ndarray, method: str = PCA,
   Returns:
     float32 [n, 2].
   """
+  # scikit-learn (and matplotlib, in plot_map) take about a second each to
+  # import; imported where they are used, the commands' --help does not wait
+  # for them.
+  # pylint: disable=g-import-not-at-top
+  from sklearn import decomposition
+  from sklearn import manifold
+  # pylint: enable=g-import-not-at-top
   data = index_lib.normalize(vectors)
   if data.shape[1] < 2:
     return np.pad(data, ((0, 0), (0, 2 - data.shape[1])))
@@ -64,13 +69,15 @@ def plot_map(coords: np.ndarray, labels: Sequence[str], path: str,
     coords: [n, 2] positions.
     labels: one label per point; the MAX_LEGEND most frequent get colours,
       the rest are grey "other".
-    path: the PNG to write (any tf.io.gfile path).
+    path: the PNG to write (local, gs://, ...).
     title: plot title.
     legend_title: the legend's heading (the label column).
 
   Returns:
     Label -> points drawn in its colour (plus "other" when used).
   """
+  # pylint: disable-next=g-import-not-at-top
+  from matplotlib import figure as figure_lib  # slow: see project_2d
   labels = [str(label) for label in labels]
   if len(labels) != len(coords):
     raise ValueError(f"{len(labels)} labels for {len(coords)} points")
@@ -101,8 +108,9 @@ def plot_map(coords: np.ndarray, labels: Sequence[str], path: str,
   axes.legend(title=legend_title or None, loc="best", fontsize="small",
               markerscale=max(1.0, 6.0 / size ** 0.5), framealpha=0.8)
   figure.tight_layout()
-  with tf.io.gfile.GFile(path, "wb") as handle:
-    figure.savefig(handle, format="png")
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png")
+  files.write_bytes(path, buffer.getvalue())
   return drawn
 
 

@@ -74,7 +74,7 @@ TRAINED_ML100K_FLAGS = (
     "--model_type", "dnn", "--hybrid", "--mf_dim", "32",
     "--hidden_units", "32", "--l2_user", "0.1", "--l2_item", "0.1",
     "--l2_embedding", "0.01", "--epochs", "3", "--batch_size", "256",
-    "--seed", "1", "--verbose", "0")
+    "--seed", "1", "--keras_verbose", "0")
 
 
 @pytest.fixture(scope="session")

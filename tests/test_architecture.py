@@ -23,6 +23,9 @@ ALLOWED = {
     "workflows": {"core", "transforms", "pipelines", "trainer", "retrieval"},
     "deploy": {"core", "transforms", "pipelines", "trainer", "retrieval",
                "workflows"},
+    # The notebook API sits at the top, beside the command line.
+    "embeddings": {"core", "transforms", "pipelines", "trainer", "retrieval",
+                   "workflows"},
 }
 
 

@@ -1,6 +1,8 @@
 """The embedding artifact format (core/artifacts.py): files, readers, rows."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -70,10 +72,12 @@ def test_tsv_files(tmp_path):
   np.testing.assert_array_equal(vectors, table.vectors)
   with open(os.path.join(directory, "metadata.tsv"), encoding="utf-8") as f:
     lines = f.read().splitlines()
-  assert lines[0] == "row\ttoken\tlabel"
-  assert lines[1:] == [f"{i}\t{t}\t{l}" for i, (t, l) in
+  assert lines[0] == "row\ttoken\tlabel\tname\tcount\tgroup"
+  assert lines[1:] == [f"{i}\t{t}\t{l}\t\t\t" for i, (t, l) in
                        enumerate(zip(table.tokens, table.labels))]
-  assert artifacts.load_table(directory).labels == table.labels
+  loaded = artifacts.load_table(directory)
+  assert loaded.labels == table.labels
+  assert (loaded.names, loaded.counts, loaded.groups) == (None, None, None)
 
 
 def test_feature_column_api_loads_the_checkpoint(tmp_path):
@@ -136,3 +140,89 @@ def test_load_finds_tables_and_biases_of_an_export(tmp_path):
     artifacts.load(str(tmp_path), "user")
   other = _table(name="user", tokens=["a", "b", "c", "d", "[OOV_0]"])
   assert artifacts.find_bias(str(tmp_path), other) is None
+
+
+def _named_table():
+  table = _table(rows=4, tokens=["m1", "m2", "m3", "[OOV_0]"])
+  table.names = ["Heat (1995)", "Babe (1995)", "m3", "[OOV_0]"]
+  table.counts = np.array([12, 0, 3, 0])
+  table.groups = ["Action", "Comedy", "", ""]
+  return table
+
+
+def test_names_counts_groups_round_trip_through_metadata_tsv(tmp_path):
+  table = _named_table()
+  directory = table.save(str(tmp_path / "movie"))
+  with open(os.path.join(directory, "metadata.tsv"), encoding="utf-8") as f:
+    assert f.read() == ("row\ttoken\tlabel\tname\tcount\tgroup\n"
+                        "0\tm1\tm1\tHeat (1995)\t12\tAction\n"
+                        "1\tm2\tm2\tBabe (1995)\t0\tComedy\n"
+                        "2\tm3\tm3\tm3\t3\t\n"
+                        "3\t[OOV_0]\t[OOV_0]\t[OOV_0]\t0\t\n")
+  loaded = artifacts.load_table(directory)
+  assert loaded.names == table.names
+  assert loaded.groups == table.groups
+  np.testing.assert_array_equal(loaded.counts, [12, 0, 3, 0])
+  assert loaded.counts.dtype == np.int64
+  np.testing.assert_array_equal(loaded.vectors, table.vectors)
+
+
+def test_rows_fields_must_match_the_rows():
+  with pytest.raises(ValueError, match="3 counts for 5 rows"):
+    artifacts.EmbeddingTable("movie", np.zeros((5, 2)), list("abcde"), {},
+                             counts=[1, 2, 3])
+  with pytest.raises(ValueError, match="1 names for 5 rows"):
+    artifacts.EmbeddingTable("movie", np.zeros((5, 2)), list("abcde"), {},
+                             names=["x"])
+
+
+def test_load_reads_vectors_npy(tmp_path):
+  table = _table()
+  directory = table.save(str(tmp_path / "movie"))
+  np.testing.assert_array_equal(
+      np.load(os.path.join(directory, "vectors.npy")), table.vectors)
+  # The reader takes the vectors from vectors.npy, not from the checkpoint.
+  np.save(os.path.join(directory, "vectors.npy"), table.vectors * 2)
+  np.testing.assert_array_equal(artifacts.load_table(directory).vectors,
+                                table.vectors * 2)
+  # An export written before vectors.npy existed reads its exact vectors.tsv.
+  os.remove(os.path.join(directory, "vectors.npy"))
+  np.testing.assert_array_equal(artifacts.load_table(directory).vectors,
+                                table.vectors)
+
+
+def test_reading_a_table_needs_no_tensorflow(tmp_path):
+  directory = _named_table().save(str(tmp_path / "movie"))
+  code = ("import sys\n"
+          "from core import artifacts\n"
+          f"table = artifacts.load({str(tmp_path)!r}, 'movie')\n"
+          "print(table.names[0], table.size)\n"
+          "print('tensorflow' in sys.modules)\n")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, check=True,
+                        cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert done.stdout.splitlines() == ["Heat (1995) 4", "False"]
+  assert os.path.exists(os.path.join(directory, "embedding.ckpt.index"))
+
+
+def test_to_frame_has_one_line_per_row():
+  table = _named_table()
+  frame = table.to_frame()
+  assert list(frame.columns) == ["token", "name", "count", "group", "vector"]
+  assert frame.index.name == "row" and list(frame.index) == [0, 1, 2, 3]
+  assert frame["token"].tolist() == table.tokens
+  assert frame["name"].tolist() == table.names
+  assert frame["count"].tolist() == [12, 0, 3, 0]
+  assert frame["group"].tolist() == table.groups
+  np.testing.assert_array_equal(np.stack(frame["vector"]), table.vectors)
+  bare = _table(rows=2, tokens=["a", "b"]).to_frame()
+  assert bare["name"].tolist() == [None, None]
+  assert bare["count"].isna().all() and str(bare["count"].dtype) == "Int64"
+
+
+def test_model_score_defaults_to_dot():
+  assert artifacts.model_score({}) == artifacts.DOT_SCORE
+  assert artifacts.model_score({"score": "model"}) == artifacts.MODEL_SCORE
+  table = _table()
+  table.metadata["score"] = "model"
+  assert table.score == artifacts.MODEL_SCORE

@@ -483,7 +483,7 @@ def test_bigquery_rows_parse_into_batches_and_dead_letters():
 
 def test_parse_row_dicts_reconciles_without_beam():
   rules = _ratings_rules()
-  batch, letters, read = parsers.parse_row_dicts(
+  batch, letters, read, _ = parsers.parse_row_dicts(
       rules, [row for row, _, _ in BQ_ROWS])
   assert read == 12 == batch.num_rows + len(letters)
   assert batch.schema.equals(rules.schema)

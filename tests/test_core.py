@@ -33,6 +33,25 @@ def test_json_files_round_trip_and_missing_is_none(tmp_path):
   assert not (tmp_path / "deep").exists()
 
 
+def test_local_files_go_through_the_standard_library(tmp_path):
+  root = str(tmp_path / "a")
+  files.write_text(layout.join(root, "b", "x.txt"), "héllo\nworld\n")
+  files.write_bytes(layout.join(root, "y.bin"), b"\x00\x01")
+  assert files.read_text(layout.join(root, "b", "x.txt")) == "héllo\nworld\n"
+  assert files.read_bytes(layout.join(root, "y.bin")) == b"\x00\x01"
+  with files.open_text(layout.join(root, "b", "x.txt")) as handle:
+    assert handle.readline() == "héllo\n"
+  assert files.listdir(root) == ["b", "y.bin"]
+  assert files.glob(layout.join(root, "*", "*.txt")) == [
+      layout.join(root, "b", "x.txt")]
+  assert files.isdir(root) and not files.isdir(layout.join(root, "y.bin"))
+  assert files.exists(layout.join(root, "y.bin"))
+  files.remove_tree(layout.join(root, "y.bin"))
+  files.remove_tree(root)
+  assert not files.exists(root)
+  files.remove_tree(root)  # Nothing there: nothing to do.
+
+
 def test_layouts_name_every_file_of_a_run():
   pre = layout.PreprocessedLayout("gs://b/pre")
   assert pre.success == "gs://b/pre/_SUCCESS"

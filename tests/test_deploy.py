@@ -25,6 +25,7 @@ import sys
 import pytest
 import yaml
 
+from pipelines import options as options_lib
 from transforms import loader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,13 +180,13 @@ def test_flink_k8s_taskmanager_has_worker_pool_sidecar():
 
 
 def test_flink_submit_job_options_validate_and_match_the_cluster():
-  from pipelines import preprocess
   from pipelines import runners
   from apache_beam.options import pipeline_options as beam_options
   job = _load_all("flink", "k8s", "submit-job.yaml")[0]
   container = _containers(job["spec"]["template"])[0]
   assert container["command"] == ["embeddings", "preprocess"]
-  _, beam_args = preprocess.flag_parser().parse_known_args(container["args"])
+  _, beam_args = options_lib.preprocess_parser().parse_known_args(
+      container["args"])
   args = runners.expand_preset(beam_args)
   options = beam_options.PipelineOptions(args)
   portable = options.view_as(beam_options.PortableOptions)
@@ -215,7 +216,6 @@ def _readme_commands(prefix):
 
 def test_readme_beam_commands_validate_offline():
   from pipelines import inputs
-  from pipelines import preprocess
   from pipelines import runners
   from transforms import spec as spec_lib
   from apache_beam.options import pipeline_options as beam_options
@@ -224,7 +224,7 @@ def test_readme_beam_commands_validate_offline():
   runners_seen = set()
   for command in commands:
     argv = command[2:] if command[0] == "embeddings" else command[3:]
-    known, beam_args = preprocess.flag_parser().parse_known_args(argv)
+    known, beam_args = options_lib.preprocess_parser().parse_known_args(argv)
     assert known.spec.startswith("configs/") and os.path.exists(
         os.path.join(REPO, known.spec)), command
     args = runners.expand_preset(
@@ -527,11 +527,10 @@ def test_dockerfile_uses_the_pinned_sdk_and_ships_every_package():
 
 
 def test_flex_template_parameters_are_preprocess_flags():
-  from pipelines import preprocess
   with open(_path("dataflow", "metadata.json"), encoding="utf-8") as handle:
     metadata = json.load(handle)
   assert metadata["sdkInfo"]["language"] == "PYTHON"
-  known = {a.dest for a in preprocess.flag_parser()._actions}
+  known = {a.dest for a in options_lib.preprocess_parser()._actions}
   for parameter in metadata["parameters"]:
     for regex in parameter.get("regexes", []):
       re.compile(regex)

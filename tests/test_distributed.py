@@ -105,7 +105,7 @@ def _train_command(preprocessed: str, ml100k_dir: str, model_dir: str,
           "--env", f"ML100K_DIR={ml100k_dir}", "--model_type", "dnn",
           "--hybrid", "--hidden_units", "16,4", "--batch_size", "1024",
           "--epochs", "2", "--steps_per_epoch", "10", "--shuffle_buffer",
-          "5000", "--seed", "7", "--strategy", strategy, "--verbose", "0"]
+          "5000", "--seed", "7", "--strategy", strategy, "--keras_verbose", "0"]
 
 
 def _saved_weights(export_dir: str) -> Dict[str, np.ndarray]:

@@ -1,5 +1,6 @@
 """Exact and approximate neighbour search, cluster precision, k-means, CLI."""
 
+import json
 import os
 
 import numpy as np
@@ -232,7 +233,10 @@ def test_movielens_toy_story_neighbours_print_titles(trained_ml100k,
   assert len(lines) == 11
   similarities = []
   for line in lines[1:]:
-    rank, similarity, token, *title = line.split()
+    rank, similarity, *rest = line.split()
+    if table.counts is not None:
+      assert int(rest.pop(0)) >= neighbors.DEFAULT_MIN_COUNT
+    token, *title = rest
     assert token in titles and token != "1"
     assert " ".join(title) == titles[token]
     assert token in table.tokens[:table.metadata["vocabulary_size"]]
@@ -262,3 +266,114 @@ def test_cluster_cli_lists_members_and_writes_assignments(movie_export,
   lines = output.read_text().splitlines()
   assert lines[0] == "token,cluster,similarity,title"
   assert len(lines) == 5 and not any("OOV" in line for line in lines)
+
+
+NAMED_COUNTS = [10, 2, 7, 9, 0]
+
+
+@pytest.fixture(scope="module")
+def named_export(tmp_path_factory):
+  """The movie table of movie_export with names, counts and groups."""
+  root = tmp_path_factory.mktemp("named_export")
+  tokens = ["1", "2", "3", "4", "[OOV_0]"]
+  vectors = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0.8, 0.3, 0],
+                      [1, 0, 0.001]], np.float32)
+  artifacts.EmbeddingTable(
+      "movie", vectors, tokens, {"vocabulary_size": 4, "num_oov_buckets": 1},
+      names=["Toy Story (1995)", "GoldenEye (1995)", "Four Rooms (1995)",
+             "Misérables, Les (1995)", "[OOV_0]"],
+      counts=NAMED_COUNTS,
+      groups=["Animation", "Action", "Thriller", "Drama", ""]).save(
+          str(root / "export" / "movie"))
+  return str(root / "export")
+
+
+def test_neighbors_frame_leaves_out_rarely_seen_rows(named_export):
+  table = artifacts.load(named_export, "movie")
+  frame = neighbors.neighbors_frame(table, "Toy Story (1995)", k=2)
+  assert list(frame.columns) == ["query", "rank", "token", "name",
+                                 "similarity", "count"]
+  # "2" (GoldenEye) is the nearest, but seen in 2 training rows only.
+  assert frame["query"].tolist() == ["1", "1"]
+  assert frame["rank"].tolist() == [1, 2]
+  assert frame["token"].tolist() == ["4", "3"]
+  assert frame["name"].tolist() == ["Misérables, Les (1995)",
+                                    "Four Rooms (1995)"]
+  np.testing.assert_allclose(frame["similarity"], [0.8 / np.sqrt(0.73), 0.0],
+                             atol=1e-6)
+  assert frame["count"].tolist() == [9, 7]
+  every = neighbors.neighbors_frame(table, ["1", "goldeneye"], k=3,
+                                    min_count=0)
+  assert list(zip(every["query"], every["token"])) == [
+      ("1", "2"), ("1", "4"), ("1", "3"), ("2", "1"), ("2", "4"), ("2", "3")]
+  with pytest.raises(catalog.UnknownItemError, match="neither a token"):
+    neighbors.neighbors_frame(table, "Heat")
+
+
+def test_neighbors_frame_without_counts_keeps_every_row(movie_export):
+  export_dir, _ = movie_export
+  frame = neighbors.neighbors_frame(artifacts.load(export_dir, "movie"), "1",
+                                    k=3, min_count=5)
+  assert frame["token"].tolist() == ["2", "4", "3"]
+  assert frame["name"].tolist() == [None, None, None]
+  assert frame["count"].isna().all()
+
+
+def test_neighbors_cli_prints_the_exports_names_and_counts(named_export,
+                                                           capsys):
+  assert neighbors.run(["--embeddings", named_export, "--item", "Toy Story",
+                        "-k", "2"]) == 0
+  captured = capsys.readouterr()
+  assert captured.out.splitlines() == [
+      "nearest neighbours of 1 (Toy Story (1995)) in table 'movie', by "
+      "cosine similarity (count: training rows):",
+      "   1  +0.9363        9  4             Misérables, Les (1995)",
+      "   2  +0.0000        7  3             Four Rooms (1995)"]
+  assert captured.err.splitlines() == [
+      "embeddings neighbors: 2 nearest neighbours of 1 item(s) in table "
+      f"'movie' of {named_export}, printed above"]
+  assert neighbors.run(["--embeddings", named_export, "--item", "1", "-k",
+                        "1", "--min_count", "0", "--json"]) == 0
+  assert json.loads(capsys.readouterr().out) == {
+      "item": "1", "title": "Toy Story (1995)", "neighbors": [{
+          "item": "2", "title": "GoldenEye (1995)", "similarity": 0.993884,
+          "count": 2}]}
+
+
+def test_names_flag_overrides_the_exports_names(named_export, movie_export,
+                                                tmp_path, capsys):
+  names = tmp_path / "items.csv"
+  names.write_text("item_id,title\n4,Heat (1995)\n")
+  assert neighbors.run(["--embeddings", named_export, "--item", "1", "-k",
+                        "1", "--names", str(names)]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].startswith("nearest neighbours of 1 in table")
+  assert lines[1].endswith("4             Heat (1995)")
+
+
+def test_min_count_is_off_with_a_note_without_counts(movie_export, capsys):
+  export_dir, _ = movie_export
+  assert neighbors.run(["--embeddings", export_dir, "--item", "1", "-k",
+                        "1"]) == 0
+  captured = capsys.readouterr()
+  assert captured.out.splitlines()[1] == "   1  +0.9939  2"
+  assert captured.err.splitlines()[0] == (
+      "embeddings neighbors: note: table 'movie' has no training counts, so "
+      "--min_count 5 is off")
+
+
+def test_cluster_prints_the_exports_names(named_export, capsys):
+  members = clustering.run(["--embeddings", named_export, "-k", "2"])
+  assert sorted(sorted(m) for m in members.values()) == [["1", "2", "4"],
+                                                         ["3"]]
+  captured = capsys.readouterr()
+  assert "Four Rooms (1995)" in captured.out
+  assert captured.err == ("embeddings cluster: 2 clusters of 4 rows of table "
+                          f"'movie' of {named_export}, printed above\n")
+
+
+def test_a_missing_names_file_is_one_line(named_export, tmp_path, capsys):
+  assert neighbors.run(["--embeddings", named_export, "--item", "1",
+                        "--names", str(tmp_path / "missing.csv")]) == 2
+  assert capsys.readouterr().err.startswith(
+      "embeddings neighbors: [Errno 2] No such file or directory")

@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from pipelines import options as options_lib
 from pipelines import preprocess
 from transforms import spec as spec_lib
 
@@ -19,7 +20,7 @@ REQUIRED = ("spec", "output")
 
 def test_every_option_is_a_flag_with_help_and_its_default():
   actions = {action.dest: action
-             for action in preprocess.flag_parser()._actions}
+             for action in options_lib.preprocess_parser()._actions}
   for field in dataclasses.fields(preprocess.PreprocessOptions):
     help_text = field.metadata["help"]
     assert help_text, field.name

@@ -101,9 +101,9 @@ BAD_RATINGS = [
     (b"u1,m1,7.0,1000", "label_out_of_range"),
     (b"u9,m1,4.0,1000", "missing_join_key"),   # no user u9
     (b"u1,m1,4.0,1.5", "unparsable_number"),   # timestamp is an int
-    (b"u3,m1,4.0,1000", "missing_join_key"),   # u3 is duplicated in users
-    (b"u4,m2,4.0,1000", "missing_join_key"),   # u4's users row is bad
-    (b"u1,m9,4.0,1000", "missing_join_key"),   # m9's items row is bad
+    (b"u3,m1,4.0,1000", "rejected_side_row"),  # u3 is duplicated in users
+    (b"u4,m2,4.0,1000", "rejected_side_row"),  # u4's users row is bad
+    (b"u1,m9,4.0,1000", "rejected_side_row"),  # m9's items row is bad
 ]
 USERS = [b"u1,20,M,student", b"u2,30,F,writer", b"u3,40,M,doctor",
          b"u3,41,M,doctor", b"u4,old,F,artist", b"u5,50,F,artist"]
@@ -250,7 +250,9 @@ def test_parse_csv_block_types_values_and_rejects_with_reasons(tiny_dir):
   spec = _tiny_spec(tiny_dir)
   rules = inputs.plan_inputs(spec)["ratings"]
   block = b"\n".join(GOOD_RATINGS[:2] + [raw for raw, _ in BAD_RATINGS[:7]])
-  batch, letters, read = parsers.parse_csv_block(rules, block + b"\n")
+  batch, letters, read, blank = parsers.parse_csv_block(rules,
+                                                        block + b"\n")
+  assert blank == 0
   assert read == 9
   assert batch.num_rows == 2
   assert batch.schema.names == ["user_id", "item_id", "rating", "timestamp",
@@ -307,7 +309,8 @@ def test_read_parse_and_join_steps(tiny_dir, how):
     counts = (joined.counts | "AllCounts" >> beam.Flatten()
               | "Sum" >> beam.CombinePerKey(sum))
     assert_that(counts, equal_to([
-        (("read", "ratings"), len(GOOD_RATINGS) + len(BAD_RATINGS)),
+        (("read", "ratings"), len(GOOD_RATINGS) + len(BAD_RATINGS) + 1),
+        (("blank", "ratings"), 1),
         (("read", "users"), len(USERS)),
         (("read", "items"), len(ITEMS))]), label="ReadCounts")
 
@@ -366,7 +369,7 @@ def test_parquet_main_and_tfrecord_side_tables(tiny_dir, tmp_path):
         ("ratings", "missing_value"),       # null rating
         ("ratings", "non_finite_number"),   # NaN rating
         ("ratings", "missing_value"),       # null user_id
-        ("ratings", "missing_join_key"),    # u2's users record is bad
+        ("ratings", "rejected_side_row"),   # u2's users record is bad
         ("users", "missing_value"),         # no age
         ("users", "wrong_field_count"),     # two ages
         ("users", "malformed_record"),
@@ -382,18 +385,21 @@ def test_bad_input_matrix_end_to_end(tiny_output):
   letters = _read_letters(tiny_output)
   assert sorted(_letter_key(l) for l in letters) == _expected_letters()
   assert {l["detail"] for l in letters if l["raw"] == "u3,m1,4.0,1000"} == {
-      "user_id = 'u3' is on several rows of 'users' (all rejected as "
-      "duplicate_key)"}
+      "user_id = 'u3': its row of 'users' was rejected as duplicate_key"}
 
   with open(os.path.join(tiny_output, "run_report.json")) as handle:
     report = json.load(handle)
   read = report["rows_read"]
-  assert read == {"ratings": 17, "users": 6, "items": 4}
+  assert read == {"ratings": 18, "users": 6, "items": 4}
   written = report["rows_written"]
   rejected = report["rows_rejected_total"]
-  # Counts reconcile: every row read is written or rejected, per table.
+  # Counts reconcile: every line read is written, rejected or blank.
+  assert report["rows_blank"] == {"ratings": 1, "users": 0, "items": 0}
   assert read["ratings"] == written["train"] + written["eval"] + rejected[
-      "ratings"]
+      "ratings"] + report["rows_blank"]["ratings"]
+  # The rows the main table lost because their side row was rejected.
+  assert report["rows_lost_to_rejected_side_rows"]["ratings"] == {
+      "users": 2, "items": 1}
   assert written["train"] + written["eval"] == len(GOOD_RATINGS)
   for table, expected in (("ratings", BAD_RATINGS), ("users", BAD_USERS),
                           ("items", BAD_ITEMS)):
@@ -449,18 +455,19 @@ def test_preprocess_returns_the_run_report(raw_eval_run):
   with open(layout.PreprocessedLayout(output).report) as handle:
     assert json.load(handle) == report
   assert report["output"] == output
-  assert report["rows_read"] == {"ratings": 17, "users": 6, "items": 4}
+  assert report["rows_read"] == {"ratings": 18, "users": 6, "items": 4}
   assert report["rows_written"] == {"train": 2, "eval": 3}
   assert report["raw_rows_written"] == {layout.RAW_EVAL: 3}
-  # The raw copy is not counted as written rows: read = written + rejected.
+  # The raw copy is not counted as written rows: read = written + rejected
+  # + blank lines.
   assert report["rows_read"]["ratings"] == sum(
       report["rows_written"].values()) + report["rows_rejected_total"][
-          "ratings"]
+          "ratings"] + report["rows_blank"]["ratings"]
   # Temporary files are gone; the raw rows sit beside the splits.
   assert sorted(os.listdir(output)) == sorted([
       layout.SUCCESS_FILE, layout.RUN_REPORT_FILE, layout.DEAD_LETTER_DIR,
       "feature_info.json", "transform_fn", "transformed_metadata",
-      layout.TRAIN, layout.EVAL, layout.RAW_EVAL])
+      "metadata", layout.TRAIN, layout.EVAL, layout.RAW_EVAL])
 
 
 def test_raw_eval_rows_are_the_eval_splits_rows_untransformed(tiny_dir,
@@ -507,7 +514,9 @@ def test_too_many_rejections_fail_and_nothing_is_accepted(tiny_dir,
   message = str(raised.value)
   # users: 3 of 6 rejected is not above 0.5; ratings: 12 of 17 is.
   assert "input 'ratings': 12 of 17 rows (70.59%) were rejected" in message
-  assert "missing_join_key: 4" in message
+  assert "rejected_side_row: 3" in message
+  assert ("1 lost because their row of 'items' was rejected; 2 lost because "
+          "their row of 'users' was rejected") in message
   assert not os.path.exists(output)
   with pytest.raises(outputs.UnfinishedOutputError):
     outputs.require_finished_output(output)
@@ -696,6 +705,12 @@ def test_ml100k_u1_end_to_end(ml100k_dir, ml100k_preprocessed):
   assert report["rows_written"] == {"train": 80000, "eval": 20000}
   assert report["rows_rejected_total"] == {"ratings": 0, "users": 0,
                                            "items": 0}
+  # Every movie is named after its title, grouped by its first genre.
+  with open(layout.PreprocessedLayout(output).names("movie"),
+            encoding="utf-8") as handle:
+    names = handle.read().splitlines()
+  assert names[:2] == ["token\tname\tgroup", "1\tToy Story (1995)\tAnimation"]
+  assert len(names) == 1 + len(items)
 
   base_users = {row[0] for row in base}
   base_items = {row[1] for row in base}

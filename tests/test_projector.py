@@ -45,7 +45,8 @@ def exported(tmp_path_factory):
   common = ["--embeddings", str(root / "export"), "--table", "movie",
             "--names", str(root / "items.csv"), "--labels",
             str(root / "item_clusters.csv")]
-  written = projector.run(common + ["--output", str(logdir / "ckpt")])
+  written = projector.run(common + ["--output", str(logdir / "ckpt"),
+                                    "--tensor_format", "checkpoint"])
   projector.run(common + ["--output", str(logdir / "tsv"),
                           "--tensor_format", "tsv", "--map_method", "tsne"])
   # TensorBoard lists a subdirectory as a run when it holds an event file.
@@ -160,3 +161,66 @@ def test_plot_map_colours_top_labels_and_greys_the_rest(tmp_path):
       str(i) for i in range(12)]
   assert drawn["other"] == 3 * 20
   assert os.path.getsize(tmp_path / "map.png") > 1000
+
+
+def _grouped_table():
+  return artifacts.EmbeddingTable(
+      "movie", np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0]],
+      ["m1", "m2", "m3", "m4", "[OOV_0]"],
+      {"vocabulary_size": 4, "num_oov_buckets": 1,
+       "group_feature": "genres"},
+      names=["Heat (1995)", "Babe (1995)", "m3", "m4", "[OOV_0]"],
+      counts=[3, 1, 4, 1, 0], groups=["Action", "Comedy", "Action", "", ""])
+
+
+def test_table_columns_carry_the_exports_names_counts_groups():
+  table = _grouped_table()
+  columns = projector.table_columns(table, table.real_rows, [])
+  assert columns == {"token": ["m1", "m2", "m3", "m4"],
+                     "name": ["Heat (1995)", "Babe (1995)", "m3", "m4"],
+                     "count": ["3", "1", "4", "1"],
+                     "group": ["Action", "Comedy", "Action", ""]}
+
+
+def test_map_is_coloured_by_groups_else_by_kmeans():
+  table = _grouped_table()
+  rows = table.real_rows
+  columns = projector.table_columns(table, rows, [])
+  colors, title = projector.map_colors(table, table.vectors[rows], columns,
+                                       None)
+  assert (colors, title) == (["Action", "Comedy", "Action", ""], "genres")
+  assert projector.map_colors(table, table.vectors[rows], columns,
+                              "count") == (["3", "1", "4", "1"], "count")
+  bare = artifacts.EmbeddingTable("movie", table.vectors, table.tokens,
+                                  table.metadata)
+  columns = projector.table_columns(bare, rows, [])
+  colors, title = projector.map_colors(bare, bare.vectors[rows], columns,
+                                       None)
+  assert title == "k-means cluster (the export has no groups)"
+  # Four orthogonal rows: one cluster each.
+  assert sorted(colors) == ["0", "1", "2", "3"]
+  assert columns[projector.KMEANS_COLUMN] == colors
+  with pytest.raises(SystemExit, match="--color_by 'genre' is not"):
+    projector.map_colors(bare, bare.vectors[rows], columns, "genre")
+
+
+def test_projector_run_writes_names_and_groups(tmp_path, capsys):
+  _grouped_table().save(str(tmp_path / "export" / "movie"))
+  output = tmp_path / "logs"
+  projector.run(["--embeddings", str(tmp_path / "export"), "--output",
+                 str(output)])
+  with open(output / "movie_metadata.tsv", encoding="utf-8") as handle:
+    assert handle.read().splitlines()[:2] == [
+        "token\tname\tcount\tgroup", "m1\tHeat (1995)\t3\tAction"]
+  assert capsys.readouterr().err == (
+      f"embeddings projector: 1 table(s) (movie) for the Embedding Projector "
+      f"and their maps ({output}/movie_map.png) in {output}; view: "
+      f"tensorboard --logdir {output} (PROJECTOR tab)\n")
+
+
+def test_a_missing_labels_file_is_one_line(tmp_path):
+  _grouped_table().save(str(tmp_path / "export" / "movie"))
+  with pytest.raises(SystemExit, match=r"^embeddings projector: \[Errno 2\]"):
+    projector.run(["--embeddings", str(tmp_path / "export"), "--output",
+                   str(tmp_path / "logs"), "--labels",
+                   str(tmp_path / "missing.csv")])

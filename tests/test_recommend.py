@@ -15,6 +15,7 @@ from core import flags
 from core import layout
 from retrieval import recommend
 from workflows import recommend_batch as batch
+from workflows import recommend_batch_options as batch_options
 from workflows import recommend_steps as steps
 
 NUM_USERS, NUM_ITEMS, DIM, K = 40, 25, 4, 5
@@ -40,8 +41,9 @@ def export(tmp_path_factory):
   out = root / "export"
   artifacts.EmbeddingTable("user", user_vectors, users, meta_u).save(
       str(out / "user"))
-  artifacts.EmbeddingTable("movie", item_vectors, items, meta_i).save(
-      str(out / "movie"))
+  artifacts.EmbeddingTable("movie", item_vectors, items, meta_i,
+                           names=[f"Movie {i}" for i in range(NUM_ITEMS)] +
+                           ["[OOV_0]"]).save(str(out / "movie"))
   artifacts.EmbeddingTable(layout.bias_table_name("movie"), bias, items,
                            meta_i).save(
                                str(out / layout.bias_table_name("movie")))
@@ -100,17 +102,31 @@ def test_read_seen_header_and_movielens(export, tmp_path):
                                               "186": {"302"}}
 
 
-def test_recommend_for_excludes_seen_and_oov(export):
+def _frame_records(frame):
+  """recommendations_frame's lines as _check's records, users in order."""
+  records = []
+  for user in dict.fromkeys(frame["user"]):
+    lines = frame[frame["user"] == user]
+    assert lines["rank"].tolist() == list(range(1, len(lines) + 1))
+    records.append({"user": user, "items": lines["item"].tolist(),
+                    "scores": lines["score"].tolist()})
+  return records
+
+
+def test_recommendations_frame_excludes_seen_and_oov(export):
   users = artifacts.load(export["dir"], "user")
   items = artifacts.load(export["dir"], "movie")
   bias = artifacts.find_bias(export["dir"], items)
   np.testing.assert_array_equal(bias[:NUM_ITEMS], export["bias"])
   names = [f"u{i}" for i in range(NUM_USERS)]
-  got = recommend.recommend_for(names, users, items, K, seen=export["seen"],
-                                item_bias=bias)
-  _check(got, _expected(export))
+  frame = recommend.recommendations_frame(users, items, names, K,
+                                          seen=export["seen"], item_bias=bias)
+  assert list(frame.columns) == ["user", "rank", "item", "name", "score"]
+  _check(_frame_records(frame), _expected(export))
+  assert frame["name"].tolist() == [f"Movie {item[1:]}"
+                                    for item in frame["item"]]
   with pytest.raises(KeyError, match="nobody"):
-    recommend.recommend_for(["nobody"], users, items, K)
+    recommend.recommendations_frame(users, items, ["nobody"], K)
 
 
 def test_recommend_pads_when_everything_is_seen():
@@ -124,11 +140,21 @@ def test_recommend_cli(export, capsys):
   assert recommend.run(["--embeddings", export["dir"], "--users", "u3,u4",
                         "-k", "3", "--seen", export["ratings"],
                         "--json"]) == 0
-  lines = [json.loads(line) for line in
-           capsys.readouterr().out.strip().splitlines()]
+  captured = capsys.readouterr()
+  lines = [json.loads(line) for line in captured.out.strip().splitlines()]
   expected = _expected(export, k=3)
   assert [(r["user"], r["items"]) for r in lines] == [
       ("u3", expected["u3"][0]), ("u4", expected["u4"][0])]
+  # Titles come from the export's names, without --names.
+  assert lines[0]["titles"] == [f"Movie {t[1:]}" for t in expected["u3"][0]]
+  assert captured.err == (
+      f"embeddings recommend: top 3 unseen items for 2 user(s) from "
+      f"{export['dir']} (tables 'user', 'movie'), printed above\n")
+  assert recommend.run(["--embeddings", export["dir"], "--users", "u3",
+                        "-k", "1"]) == 0
+  item = _expected(export, k=1, with_seen=False)["u3"][0][0]
+  assert capsys.readouterr().out.splitlines()[1].endswith(
+      f"{item:<12}  Movie {item[1:]}")
   assert recommend.run(["--embeddings", export["dir"], "--users",
                         "u3,nobody"]) == 1
   assert "nobody" in capsys.readouterr().err
@@ -213,7 +239,7 @@ def test_recommend_batch_from_python_seen_tfrecord_to_jsonl(export):
   report = batch.recommend_batch(
       batch.RecommendBatchOptions(
           embeddings=export["dir"], output=output, top_k=3, seen=path,
-          seen_format=steps.TFRECORD, no_bias=True),
+          seen_format=batch_options.TFRECORD, no_bias=True),
       beam_args=["--runner", "DirectRunner"])
   paths = layout.RecommendationsLayout(output)
   records = _read_jsonl(paths.prefix + "-*" + layout.JSONL_SUFFIX)
@@ -251,10 +277,10 @@ OLD_FLAG_DEFAULTS = (
     ("--no_bias", "no_bias", False),
     ("--seen", "seen", None),
     ("--seen_format", "seen_format", "csv"),
-    ("--seen_columns", "seen_columns",
-     ("user_id", "item_id", "rating", "timestamp")),
-    ("--seen_delimiter", "seen_delimiter", ","),
-    ("--seen_skip_header_lines", "seen_skip_header_lines", 0),
+    # Unset: detected from the --seen file (seen_csv_options).
+    ("--seen_columns", "seen_columns", None),
+    ("--seen_delimiter", "seen_delimiter", None),
+    ("--seen_skip_header_lines", "seen_skip_header_lines", None),
     ("--seen_id_type", "seen_id_type", "string"),
     ("--user_key", "user_key", "user_id"),
     ("--item_key", "item_key", "item_id"),

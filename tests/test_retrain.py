@@ -26,7 +26,7 @@ from workflows import windows as windows_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(REPO, "configs", "synthetic.yaml")
-TRAIN_ARGS = "--epochs 1 --batch_size 128 --verbose 0"
+TRAIN_ARGS = "--epochs 1 --batch_size 128 --keras_verbose 0"
 
 
 # --- unit tests --------------------------------------------------------------
@@ -242,7 +242,12 @@ def test_three_windows_warm_start_gate_drift_failures_rollback(windows,
   assert drift["items"] == min(100, drift["shared_tokens"]) > 10
   assert 0.0 <= drift["neighbor_overlap_mean"] <= 1.0
   assert -1.0 <= drift["spearman_mean"] <= 1.0
-  assert "drift (movie" in capsys.readouterr().out
+  assert evaluation["holdout_rows_trained_on"] == 0
+  # The stages print their own lines; the run ends with its summary.
+  assert capsys.readouterr().out.splitlines()[-1] == (
+      f"embeddings retrain: window 2024-01-02: candidate 2024-01-02 vs "
+      f"current 2024-01-01: promoted ({second['reason']}); model "
+      f"{registry.version_dir('2024-01-02')}")
 
   # The same window again: nothing is retrained.
   marker_before = registry.read_marker("2024-01-02")
@@ -265,8 +270,10 @@ def test_three_windows_warm_start_gate_drift_failures_rollback(windows,
   # Retried with a gate that demands a large gain: preprocessing is reused,
   # the candidate is rejected and deleted, current stays.
   assert _retrain(pattern, root, "--window", "2024-01-03",
-                  "--tolerance", "-5") == 0
+                  "--tolerance", "-5", "--freeze_carried_rows") == 0
   third = registry.read_marker("2024-01-03")
+  assert third["warm_start"]["trainable"] == "new_rows"
+  assert third["reason"].endswith("(tolerance -5.0000)")
   assert third["status"] == registry_lib.REJECTED
   assert third["attempt"] == 2 and third["preprocess_reused"] is True
   assert third["warm_start"]["from"] == "2024-01-02"

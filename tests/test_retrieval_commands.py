@@ -67,7 +67,44 @@ def test_shared_flags(table_directory, suffix):
   actions = parser._actions  # pylint: disable=protected-access
   helps = {action.dest: action.help for action in actions}
   assert helps["embeddings"] == ("export directory (embeddings export "
-                                 f"--output){suffix}")
+                                 f"--output){suffix} (required)")
   assert helps["names"] == commands.NAMES_HELP
   with pytest.raises(SystemExit):
     parser.parse_args([])
+
+
+def test_with_names_keeps_the_exports_names_unless_a_file_is_given(
+    export, tmp_path):
+  directory, names = export
+  table = artifacts.EmbeddingTable(
+      "movie", np.eye(3, dtype=np.float32), ["m1", "m2", "[OOV_0]"],
+      {"vocabulary_size": 2, "num_oov_buckets": 1},
+      names=["Heat", "m2", "[OOV_0]"])
+  assert commands.with_names("neighbors", table, None) is table
+  assert commands.display_names(table) == {"m1": "Heat"}
+  from_file = commands.with_names("neighbors", table, names)
+  assert from_file.names == ["Heat (1995)", "Babe (1995)", "[OOV_0]"]
+  assert commands.display_names(from_file) == {"m1": "Heat (1995)",
+                                               "m2": "Babe (1995)"}
+  bare = commands.load_table("neighbors", directory, "movie")
+  assert bare.names is None and commands.display_names(bare) == {}
+
+
+def test_read_file_turns_a_bad_file_into_one_line(tmp_path):
+  assert commands.read_file("recommend", commands.read_names, None) is None
+  with pytest.raises(commands.CommandError) as raised:
+    commands.read_file("recommend", commands.read_names,
+                       str(tmp_path / "missing.csv"))
+  assert raised.value.status == 2
+  assert str(raised.value).startswith("embeddings recommend: [Errno 2] No "
+                                      "such file or directory")
+  (tmp_path / "empty.csv").write_text("")
+  with pytest.raises(commands.CommandError, match="empty attribute file"):
+    commands.read_file("cluster", commands.read_names,
+                       str(tmp_path / "empty.csv"))
+
+
+def test_summary_is_one_line_on_stderr(capsys):
+  commands.summary("cluster", "3 clusters, printed above")
+  assert capsys.readouterr() == ("", "embeddings cluster: 3 clusters, "
+                                     "printed above\n")

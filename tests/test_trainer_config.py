@@ -20,6 +20,7 @@ import yaml
 from test_trainer_units import TINY_SPEC
 from trainer import config as config_lib
 from trainer import task
+from workflows import tune_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATHS = ["--spec", "SPEC", "--preprocessed", "pre", "--model_dir", "model"]
@@ -55,6 +56,11 @@ def test_every_field_has_a_flag_with_help_text():
   assert actions["spec_env"].option_strings == ["--env"]
   assert actions["model_type"].choices == list(config_lib.MODEL_TYPES)
   assert actions["verbose"].choices == [0, 1, 2]
+  # `embeddings` keeps --verbose for itself (quiet output).
+  assert actions["verbose"].option_strings == ["--keras_verbose"]
+  parser = task.flag_parser()
+  # pylint: disable-next=protected-access
+  assert "--verbose" not in parser._option_string_actions
 
 
 def test_train_help_shows_each_default():
@@ -99,7 +105,7 @@ def test_the_trainer_flags_parse_to_the_config_they_always_did(tmp_path):
       "--hybrid", "--hidden_units", "64, 32", "--features", "user,movie,age",
       "--item_side_features", "genres", "--embedding_dims", "user=8,movie=6",
       "--mf_dim", "5", "--no-shuffle", "--no-export",
-      "--no-clip_predictions", "--verbose", "2", "--learning_rate", "0.01",
+      "--no-clip_predictions", "--keras_verbose", "2", "--learning_rate", "0.01",
       "--batch_size", "64", "--strategy", "default", "--input_mode", "numpy",
       "--task", "regression", "--eval_split", "eval_raw")
   expected = config_lib.TrainerConfig(
@@ -212,3 +218,25 @@ def test_tied_tables_pinned_to_different_dimensions_are_refused():
   dnn = _plain(model_type="dnn").with_table_dims({"user": 4, "movie": 6})
   assert dnn.table_dims(INFOS, ["user", "movie"]) == {"user": 4, "movie": 6}
   assert dnn.mf_dim is None
+
+
+def test_train_and_tune_flags_build_without_tensorflow():
+  code = ("import sys; from trainer import config; "
+          "from workflows import tune_options; "
+          "config.flag_parser(); tune_options.flag_parser(); "
+          "heavy = {'tensorflow', 'tf_keras', 'tensorflow_transform', "
+          "'apache_beam', 'optuna'} & set(sys.modules); "
+          "sys.exit(str(sorted(heavy)) if heavy else 0)")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                          capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  assert task.flag_parser is config_lib.flag_parser
+
+
+def test_every_tune_flag_has_help_and_tune_states_its_own_default():
+  parser = tune_options.flag_parser()
+  assert parser.prog == "embeddings tune"
+  for action in parser._actions:  # pylint: disable=protected-access
+    assert action.help and len(action.help) > 10, action.dest
+  text = " ".join(parser.format_help().split())
+  assert "(default: 0.1; 0 is refused" in text

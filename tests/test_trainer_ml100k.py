@@ -158,7 +158,9 @@ def test_evaluate_command_matches_the_training_report(trained_ml100k,
   assert metrics["examples"] == expected["examples"]
   assert metrics["rmse"] == pytest.approx(expected["rmse"], abs=1e-5)
   assert metrics["mae"] == pytest.approx(expected["mae"], abs=1e-5)
-  assert '"rmse"' in capsys.readouterr().out
+  summary = capsys.readouterr().out
+  assert summary.startswith(f"embeddings evaluate: rmse {metrics['rmse']:.4f}")
+  assert str(output) in summary
 
 
 def _short_run(ml100k_preprocessed, ml100k_dir, model_dir, **overrides):
@@ -239,7 +241,7 @@ def test_fold_protocol_trains_and_scores_each_fold(ml100k_preprocessed,
       "--spec", "configs/movielens100k.yaml", "--work_dir", str(work),
       "--output", str(tmp_path / "folds.json"),
       "--model_type", "mf", "--epochs", "1", "--steps_per_epoch", "40",
-      "--no-export", "--verbose", "0"]) == 0
+      "--no-export", "--keras_verbose", "0"]) == 0
   out = capsys.readouterr().out
   result = json.loads((tmp_path / "folds.json").read_text())
   fold = result["folds"]["u1"]

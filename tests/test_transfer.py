@@ -251,6 +251,6 @@ def test_trainer_reports_a_bad_checkpoint_clearly(cities, capsys):
   status = task.run(["--spec", path, "--preprocessed", cities.pre2,
                      "--model_dir", os.path.join(cities.root, "model_bad"),
                      "--env", f"DATA_DIR={cities.city2}", "--model_type",
-                     "dnn", "--epochs", "1", "--verbose", "0"])
+                     "dnn", "--epochs", "1", "--keras_verbose", "0"])
   assert status == 2
   assert "holds no TF checkpoint" in capsys.readouterr().err

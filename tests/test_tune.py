@@ -10,6 +10,7 @@ import pytest
 from core import layout
 from trainer import config as config_lib
 from trainer import models
+from trainer import data as data_lib
 from transforms import dims
 from transforms import feature_info as feature_info_lib
 from transforms import loader
@@ -122,19 +123,35 @@ def test_bad_ranges_are_refused(spec, infos):
                       learning_rate_range=(0.1, 0.01))
 
 
+def _count_reads(monkeypatch):
+  """Counts the datasets built over each split (e.g. reads["eval"])."""
+  reads = {}
+  original = data_lib.tfrecord_dataset
+
+  def counting(preprocessed_dir, split, *args, **kwargs):
+    reads[split] = reads.get(split, 0) + 1
+    return original(preprocessed_dir, split, *args, **kwargs)
+
+  monkeypatch.setattr(data_lib, "tfrecord_dataset", counting)
+  return reads
+
+
 def test_tiny_study_writes_a_valid_spec_with_dims_in_range(
-    ml100k_preprocessed, ml100k_dir, tmp_path, capsys):
+    ml100k_preprocessed, ml100k_dir, tmp_path, capsys, monkeypatch):
   output = str(tmp_path / "tuned.yaml")
   work = str(tmp_path / "study")
+  reads = _count_reads(monkeypatch)
   code = tune.run([
       "--spec", SPEC, "--env", f"ML100K_DIR={ml100k_dir}",
       "--preprocessed", ml100k_preprocessed, "--model_dir", work,
       "--output", output, "--trials", "3", "--study_seed", "1",
       "--model_type", "dnn", "--hybrid", "--hidden_units", "8",
       "--epochs", "1", "--steps_per_epoch", "5", "--batch_size", "1024",
-      "--verbose", "0", "--learning_rate_range", "0.001,0.03"])
+      "--keras_verbose", "0", "--learning_rate_range", "0.001,0.03"])
   printed = capsys.readouterr().out
   assert code == 0
+  # The eval split (u1.test) is read once: to test the chosen setting.
+  assert reads["eval"] == 1
 
   with open(layout.TuneLayout(work).report) as handle:
     report = json.load(handle)
@@ -144,6 +161,20 @@ def test_tiny_study_writes_a_valid_spec_with_dims_in_range(
   best = min(trials, key=lambda t: t["value"])
   assert report["best"]["trial"] == best["number"]
   assert report["best"]["value"] == best["value"] == best["metrics"]["rmse"]
+  # Trials are ranked on the rows tune holds out of the training split
+  # (0.1 by default), never on the eval split's 20,000.
+  assert report["scored_on"] == "validation"
+  assert report["validation_fraction"] == 0.1
+  assert all(7000 < t["metrics"]["examples"] < 9000 for t in trials)
+  tested = report["test"]
+  assert tested["split"] == "eval" and tested["metrics"]["examples"] == 20000
+  # The chosen setting, trained again, scores what its trial scored.
+  assert tested["validation_metrics"]["rmse"] == pytest.approx(
+      best["value"], abs=1e-4)
+  assert printed.strip().splitlines()[-1].startswith(
+      f"embeddings tune: best of 3 trials is trial {best['number']} "
+      f"(validation RMSE {best['value']:.4f}); tested once on the eval "
+      f"split: RMSE {tested['metrics']['rmse']:.4f}")
   # The table: a header, a rule and one row per trial, the best starred.
   table = printed[printed.index("trial     state"):].splitlines()
   rows = [line.split() for line in table[2:5]]
@@ -183,3 +214,16 @@ def test_tiny_study_writes_a_valid_spec_with_dims_in_range(
   assert config.mf_dim == params["mf_dim"]
   assert {name: models.embedding_dim(config, infos, name)
           for name in infos} == table_dims
+
+
+def test_tune_refuses_to_score_trials_without_held_out_rows(
+    ml100k_preprocessed, ml100k_dir, tmp_path, capsys):
+  code = tune.run([
+      "--spec", SPEC, "--env", f"ML100K_DIR={ml100k_dir}",
+      "--preprocessed", ml100k_preprocessed, "--model_dir",
+      str(tmp_path / "study"), "--output", str(tmp_path / "tuned.yaml"),
+      "--trials", "1", "--validation_fraction", "0"])
+  assert code == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "--validation_fraction" in err
+  assert not (tmp_path / "study").exists()

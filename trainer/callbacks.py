@@ -1,6 +1,10 @@
 """Keras callbacks of a training run, and how a resumed run is split.
 
 * EpochLogger prints one line per epoch and keeps the report's history.
+* EarlyStopping stops when the validation metric has not improved for
+  --early_stopping_patience epochs and gives the model its best epoch's
+  weights back; it keeps its state beside the backup, so a killed run
+  resumes with the epochs it had already seen.
 * StepCheckpoint checkpoints a parameter-server run every N steps, which
   Keras's BackupAndRestore does only at epoch ends under that strategy.
 * fit_segments plans the model.fit calls that finish a run restored
@@ -12,29 +16,92 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import math
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from core import files
 from core import layout
 from trainer import config as config_lib
 from trainer import distribute
+from trainer import metrics as metrics_lib
+from trainer import models
+
+# Keras's prefix of the validation pass's logs.
+VALIDATION_PREFIX = "val_"
+PENALTY = "l2"
+
+
+def with_penalty(logs: Mapping[str, float], data_loss: str
+                ) -> Dict[str, float]:
+  """Epoch logs with the L2 penalty beside the loss it is part of.
+
+  Keras's loss is the data loss (the `data_loss` metric) plus the L2
+  penalty, on the training and on the validation rows alike.
+
+  Args:
+    logs: an epoch's logs (loss, metrics, their val_ twins).
+    data_loss: the metric that is the loss before the penalty ("mse").
+
+  Returns:
+    The logs plus `l2` (and `val_l2`) = loss - data loss, where both are
+    there.
+  """
+  result = dict(logs)
+  for prefix in ("", VALIDATION_PREFIX):
+    loss, data = logs.get(prefix + "loss"), logs.get(prefix + data_loss)
+    if loss is not None and data is not None:
+      result[prefix + PENALTY] = max(loss - data, 0.0)
+  return result
+
+
+def format_metrics(logs: Mapping[str, float], prefix: str, data_loss: str
+                  ) -> str:
+  """One side of an epoch line: `loss 0.83 = mse 0.80 + L2 0.03, rmse ...`.
+
+  Args:
+    logs: from with_penalty.
+    prefix: "" (training) or "val_".
+    data_loss: the metric that is the loss before the penalty.
+
+  Returns:
+    The loss spelled out as data loss + penalty, then the other metrics.
+  """
+  names = sorted(key[len(prefix):] for key in logs if key.startswith(prefix)
+                 and (prefix or not key.startswith(VALIDATION_PREFIX)))
+  parts = []
+  if prefix + PENALTY in logs:
+    parts.append(f"loss {logs[prefix + 'loss']:.4f} = {data_loss} "
+                 f"{logs[prefix + data_loss]:.4f} + L2 "
+                 f"{logs[prefix + PENALTY]:.4f}")
+    names = [name for name in names
+             if name not in ("loss", data_loss, PENALTY)]
+  return ", ".join(parts + [f"{name} {logs[prefix + name]:.4f}"
+                            for name in names])
 
 
 class EpochLogger(keras.callbacks.Callback):
   """Prints one line per epoch: metrics, training examples/s and time.
 
-  Examples/s counts training only: the clock stops when the epoch's
-  validation pass begins.
+  The line names the rows it validates on ("validation": rows held out of
+  the training split; "eval split" without --validation_fraction) and
+  spells the loss out as data loss + L2 penalty. Examples/s counts
+  training only: the clock stops when the epoch's validation pass begins.
   """
 
-  def __init__(self, epochs: int, batch_size: int, stream=None):
+  def __init__(self, epochs: int, batch_size: int, data_loss: str = "mse",
+               validation_name: str = "validation", stream=None):
     super().__init__()
     self.epochs = epochs
     self.batch_size = batch_size
+    self.data_loss = data_loss
+    self.validation_name = validation_name
     self.stream = stream or sys.stdout
     self.initial_step: Optional[int] = None
     self.history: List[Dict[str, float]] = []
@@ -69,12 +136,16 @@ class EpochLogger(keras.callbacks.Callback):
     self._stop_clock()
     seconds, steps = self._train_seconds, self._train_steps
     rate = steps * self.batch_size / seconds if seconds > 0 else 0.0
-    logs = {k: float(v) for k, v in (logs or {}).items()}
-    self.history.append({**logs, "examples_per_sec": rate,
+    logs = with_penalty({k: float(v) for k, v in (logs or {}).items()},
+                        self.data_loss)
+    self.history.append({**logs, "epoch": epoch + 1, "examples_per_sec": rate,
                          "train_seconds": seconds, "steps": steps})
-    metrics = " ".join(f"{k}={v:.4f}" for k, v in logs.items())
-    print(f"epoch {epoch + 1}/{self.epochs}: {metrics} "
-          f"{rate:,.0f} examples/s ({steps} steps, {seconds:.1f} s)",
+    line = f"epoch {epoch + 1}/{self.epochs}: train " + format_metrics(
+        logs, "", self.data_loss)
+    if any(key.startswith(VALIDATION_PREFIX) for key in logs):
+      line += f" | {self.validation_name} " + format_metrics(
+          logs, VALIDATION_PREFIX, self.data_loss)
+    print(f"{line} | {rate:,.0f} examples/s ({steps} steps, {seconds:.1f} s)",
           file=self.stream, flush=True)
 
   @property
@@ -83,6 +154,104 @@ class EpochLogger(keras.callbacks.Callback):
     seconds = sum(epoch["train_seconds"] for epoch in self.history)
     steps = sum(epoch["steps"] for epoch in self.history)
     return steps * self.batch_size / seconds if seconds > 0 else 0.0
+
+
+class EarlyStopping(keras.callbacks.Callback):
+  """Stops when the validation metric stalls; keeps the best epoch's weights.
+
+  Each epoch's value of `monitor` is kept by epoch number, so an epoch
+  trained again after a resume replaces its first value. A new best epoch's
+  weights are kept in memory and, by the process that writes the run's
+  files, in the backup beside the checkpoints (with the values so far), so
+  a killed run resumes knowing its best epoch. restore_best() gives the
+  model those weights back.
+  """
+
+  def __init__(self, metric: str, patience: int, out: layout.ModelLayout,
+               writes: bool):
+    """Creates the callback.
+
+    Args:
+      metric: the metric selected by ("rmse"); its `val_` log is watched.
+      patience: epochs without improvement before stopping (> 0).
+      out: the run's ModelLayout (the backup's state files).
+      writes: this process keeps the state in the backup.
+    """
+    super().__init__()
+    self.metric = metric
+    self.monitor = VALIDATION_PREFIX + metric
+    self.patience = patience
+    self.out = out
+    self.writes = writes
+    self.values: Dict[int, float] = {}
+    self.best_weights: Optional[List[np.ndarray]] = None
+    self.stopped_epoch: Optional[int] = None
+
+  @property
+  def best_epoch(self) -> Optional[int]:
+    """The epoch (1-based) with the best value; the earliest on ties."""
+    lower = metrics_lib.lower_is_better(self.metric)
+    best = None
+    for epoch in sorted(self.values):
+      value = self.values[epoch]
+      if math.isnan(value):
+        continue
+      if best is None or (value < self.values[best] if lower
+                          else value > self.values[best]):
+        best = epoch
+    return best
+
+  def resume(self) -> None:
+    """Reads the state a killed run left in the backup, if any."""
+    state = files.read_json(self.out.backup_best_state)
+    if not state or not files.exists(self.out.backup_best_weights):
+      return
+    self.values = {int(epoch): float(value)
+                   for epoch, value in state["values"].items()}
+    with np.load(io.BytesIO(files.read_bytes(
+        self.out.backup_best_weights))) as saved:
+      self.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+  def on_epoch_end(self, epoch, logs=None):
+    value = (logs or {}).get(self.monitor)
+    if value is None:
+      raise KeyError(f"early stopping watches {self.monitor!r}, but the "
+                     f"epoch's logs hold {sorted(logs or {})}")
+    number = epoch + 1
+    self.values = {e: v for e, v in self.values.items() if e < number}
+    self.values[number] = float(value)
+    if self.best_epoch == number:
+      self.best_weights = self.model.get_weights()
+      if self.writes:
+        self._save_weights()
+    if self.writes:
+      files.write_json_atomic(self.out.backup_best_state,
+                              {"metric": self.monitor,
+                               "values": {str(e): v
+                                          for e, v in self.values.items()}})
+    best = self.best_epoch
+    if best is not None and number - best >= self.patience:
+      self.stopped_epoch = number
+      self.model.stop_training = True
+
+  def _save_weights(self) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, *self.best_weights)
+    # Written aside, then renamed: a kill mid-write leaves the old weights.
+    temporary = self.out.backup_best_weights + ".tmp"
+    files.write_bytes(temporary, buffer.getvalue())
+    tf.io.gfile.rename(temporary, self.out.backup_best_weights,
+                       overwrite=True)
+
+  def restore_best(self) -> Optional[int]:
+    """Gives the model the best epoch's weights.
+
+    Returns:
+      The best epoch, or None when no epoch was validated.
+    """
+    if self.best_weights is not None:
+      self.model.set_weights(self.best_weights)
+    return self.best_epoch
 
 
 class StepCheckpoint(keras.callbacks.Callback):
@@ -172,17 +341,19 @@ class RunCallbacks:
     callbacks: for every model.fit call of the run.
     logger: the EpochLogger among them (the report's history).
     segments: (initial_epoch, epochs, steps_per_epoch) per fit call.
+    early_stopping: the EarlyStopping among them, with a patience.
   """
   callbacks: List[keras.callbacks.Callback]
   logger: EpochLogger
   segments: List[Tuple[int, int, int]]
+  early_stopping: Optional[EarlyStopping] = None
 
 
 def run_callbacks(config: config_lib.TrainerConfig, model: keras.Model,
                   optimizer: keras.optimizers.Optimizer,
                   strategy: tf.distribute.Strategy, steps_per_epoch: int,
-                  out: layout.ModelLayout) -> RunCallbacks:
-  """Checkpointing, logging and TensorBoard for a run; restores a backup.
+                  out: layout.ModelLayout, task: str) -> RunCallbacks:
+  """Checkpointing, logging, early stopping and TensorBoard for a run.
 
   The checkpoints go to model_dir's backup (shared by every worker), the
   TensorBoard logs to this process's `out`. Under parameter servers a
@@ -191,17 +362,20 @@ def run_callbacks(config: config_lib.TrainerConfig, model: keras.Model,
   fit.
 
   Args:
-    config: the run's configuration (model_dir, epochs, checkpoint_every).
+    config: the run's configuration (model_dir, epochs, checkpoint_every,
+      early stopping).
     model: the compiled model.
     optimizer: its optimizer.
     strategy: the run's strategy.
     steps_per_epoch: steps in a full epoch.
     out: where this process writes (distribute.worker_layout).
+    task: "regression" or "binary" (the metric early stopping watches).
 
   Returns:
     The RunCallbacks.
   """
-  backup = layout.ModelLayout(config.model_dir).backup
+  run_dir = layout.ModelLayout(config.model_dir)
+  backup = run_dir.backup
   segments = [(0, config.epochs, steps_per_epoch)]
   if distribute.is_parameter_server(strategy):
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -220,8 +394,22 @@ def run_callbacks(config: config_lib.TrainerConfig, model: keras.Model,
   else:
     saver = keras.callbacks.BackupAndRestore(
         backup_dir=backup, save_freq=config.checkpoint_every or "epoch")
-  logger = EpochLogger(config.epochs, config.batch_size)
+  logger = EpochLogger(
+      config.epochs, config.batch_size, models.DATA_LOSS_METRIC[task],
+      "validation" if config.validation_fraction else "eval split")
   board = keras.callbacks.TensorBoard(log_dir=out.logs, update_freq="epoch",
                                       write_graph=False, profile_batch=0)
-  return RunCallbacks(callbacks=[saver, logger, board], logger=logger,
-                      segments=segments)
+  early_stopping = None
+  callbacks: List[keras.callbacks.Callback] = [saver, logger, board]
+  if config.early_stopping_patience:
+    early_stopping = EarlyStopping(
+        metrics_lib.default_metric(task), config.early_stopping_patience,
+        run_dir, writes=distribute.is_chief(strategy))
+    # State is only there beside a backup this run resumes (backup.py
+    # removes any other).
+    early_stopping.resume()
+    # Ahead of the saver: an epoch's state is kept before its checkpoint,
+    # so a resume never skips an epoch the state lacks.
+    callbacks.insert(0, early_stopping)
+  return RunCallbacks(callbacks=callbacks, logger=logger, segments=segments,
+                      early_stopping=early_stopping)

@@ -40,6 +40,23 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker",
 INPUT_MODES = ("auto", "tfrecord", "numpy")
 VERBOSITY = (0, 1, 2)
 
+# Metric -> "minimize" or "maximize": how everything that picks by a metric
+# (early stopping, tuning, the retraining gate) reads it. Here, not in
+# trainer/metrics.py, so that the flags of `embeddings tune` need no
+# TensorFlow.
+METRICS = {"rmse": "minimize", "mae": "minimize", "mse": "minimize",
+           "auc": "maximize", "log_loss": "minimize"}
+
+# Fields that do not change what a run trains: where it reads and writes,
+# how often it checkpoints, what it prints, whether it exports. A backup
+# made with other values of these still resumes (trainer/backup.py); every
+# other field must match. The data and the spec are compared by content,
+# not by path.
+RESUME_NEUTRAL_FIELDS = frozenset({
+    "preprocessed_dir", "model_dir", "spec_path", "spec_env",
+    "checkpoint_every", "data_service_port", "eval_split", "export",
+    "verbose", "restart"})
+
 
 class ConfigError(ValueError):
   """A trainer configuration that cannot be used; names the field at fault."""
@@ -72,15 +89,15 @@ class TrainerConfig:
       "mf", help="mf (biased matrix factorisation) or dnn",
       choices=MODEL_TYPES)
   task: Optional[str] = _model(
-      None, help="regression or binary (default: the spec's label task)",
+      None, help="regression or binary; unset: the spec's label task",
       choices=spec_lib.TASKS)
   user_feature: Optional[str] = _model(
       None, help="the user id feature (MF term and user bias)")
   item_feature: Optional[str] = _model(
       None, help="the item id feature (MF term and item bias)")
   features: Optional[Tuple[str, ...]] = _model(
-      None, help="dnn: the features fed to the tower (default: every "
-                 "feature)", metavar="NAME,...")
+      None, help="dnn: the features fed to the tower; unset: every feature",
+      metavar="NAME,...")
   user_side_features: Tuple[str, ...] = _model(
       (), help="features whose embeddings are added to the user vector of "
                "the dot product (SVDFeature-style: age, gender, ... share "
@@ -94,7 +111,7 @@ class TrainerConfig:
   mf_dim: Optional[int] = _model(
       None, help="dimension of the user and item tables (and their side "
                  "features) when they take part in the dot product (mf, or "
-                 "dnn with hybrid); default: the larger of the two tables' "
+                 "dnn with hybrid); unset: the larger of the two tables' "
                  "resolved dimensions")
   hidden_units: Tuple[int, ...] = _model(
       (64, 32), help="dnn hidden layer widths", metavar="WIDTH,...")
@@ -120,14 +137,26 @@ class TrainerConfig:
   batch_size: int = _model(256, help="global batch size")
   epochs: int = _model(10, help="training epochs")
   steps_per_epoch: Optional[int] = _model(
-      None, help="steps per epoch (default: ceil(train examples / "
-                 "batch_size))")
+      None, help="steps per epoch; unset: ceil(train examples / "
+                 "batch_size)")
   shuffle: bool = _model(
       True, help="shuffle the training data (off keeps the file order)")
   shuffle_buffer: int = _model(100_000,
                                help="shuffle buffer size in examples")
   seed: int = _model(
-      42, help="seeds initialisers, shuffling and dropout")
+      42, help="seeds initialisers, shuffling, dropout and which training "
+               "rows --validation_fraction holds out")
+  validation_fraction: float = _model(
+      0.0, help="hold out this fraction of the training split (rows chosen "
+                "by a hash of the row, salted with --seed: the same rows "
+                "every run) to validate each epoch and to select by; the "
+                "eval split is then evaluated once, after training, as the "
+                "test set. 0: no held-out rows, epochs are validated on the "
+                "eval split and nothing may select by it")
+  early_stopping_patience: int = _model(
+      0, help="stop when the validation metric (rmse, or auc for binary) "
+              "has not improved for this many epochs, and keep the best "
+              "epoch's weights; needs --validation_fraction; 0: off")
   input_mode: str = flags_lib.option(
       "auto", help="tfrecord (streamed from the shards each epoch), numpy "
                    "(read once into memory, then batched from there), or "
@@ -149,8 +178,8 @@ class TrainerConfig:
   min_shard_bytes: int = flags_lib.option(
       256 << 10, help="parameter_server: smallest variable shard")
   max_shards: Optional[int] = flags_lib.option(
-      None, help="parameter_server: most shards per variable (default: the "
-                 "number of parameter servers)")
+      None, help="parameter_server: most shards per variable; unset: the "
+                 "number of parameter servers")
   eval_split: str = flags_lib.option(
       layout.EVAL, help="the split evaluated after training")
   clip_predictions: bool = _model(
@@ -159,10 +188,16 @@ class TrainerConfig:
                  "gradients)")
   export: bool = flags_lib.option(
       True, help="write the serving SavedModel after training")
+  restart: bool = flags_lib.option(
+      False, help="discard the backup a killed run left in --model_dir and "
+                  "train from scratch (without it a backup is resumed only "
+                  "when it was made with the same settings, data and spec)")
+  # The flag is not --verbose: the `embeddings` command takes that one for
+  # itself (all of TensorFlow's and Beam's log lines).
   verbose: int = flags_lib.option(
       0, help="Keras's own progress output (0 none, 1 bar, 2 a line per "
               "epoch); the trainer prints its own line per epoch regardless",
-      choices=VERBOSITY)
+      choices=VERBOSITY, flag="keras_verbose")
 
   def __post_init__(self):
     _validate(self)
@@ -181,6 +216,16 @@ class TrainerConfig:
   def has_dot_product(self) -> bool:
     """Whether the model has the MF term (mf, or dnn with hybrid)."""
     return self.model_type == "mf" or self.hybrid
+
+  def training_fields(self) -> Dict[str, Any]:
+    """The fields that change what this run trains (its resume fingerprint).
+
+    Returns:
+      Field -> value (tuples as lists, as JSON holds them) for every field
+      outside RESUME_NEUTRAL_FIELDS.
+    """
+    return {name: _as_json(getattr(self, name)) for name in _FIELDS
+            if name not in RESUME_NEUTRAL_FIELDS}
 
   def resolve_task(self, spec: spec_lib.FeatureSpec) -> str:
     """The task to train: this config's, else the spec label's."""
@@ -318,6 +363,12 @@ MODEL_FIELDS = tuple(field.name for field in dataclasses.fields(TrainerConfig)
 _FIELDS = {field.name: field for field in dataclasses.fields(TrainerConfig)}
 
 
+def _as_json(value: Any) -> Any:
+  if isinstance(value, tuple):
+    return [_as_json(item) for item in value]
+  return value
+
+
 def _is_tuple(hint: Any) -> bool:
   return typing.get_origin(hint) is tuple or any(
       typing.get_origin(arg) is tuple for arg in typing.get_args(hint))
@@ -336,6 +387,26 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser: the parser (`embeddings train`'s, or one that extends it).
   """
   flags_lib.add_flags(parser, TrainerConfig, unset_defaults=True)
+
+
+def flag_parser() -> argparse.ArgumentParser:
+  """The `embeddings train` flags: one per TrainerConfig field.
+
+  Builds without TensorFlow, so `embeddings train --help` is fast.
+
+  Returns:
+    The parser; every flag but --spec, --preprocessed and --model_dir
+    defaults to unset (the spec's `model:` section or the field's default
+    applies; the help shows the default). Commands that extend it
+    (`embeddings tune`) add their own.
+  """
+  parser = argparse.ArgumentParser(
+      prog="embeddings train",
+      description="Train a Keras embedding model on preprocessed data; "
+                  "writes report.json, model_card.md, training_curve.png "
+                  "and the serving SavedModel to --model_dir.")
+  add_flags(parser)
+  return parser
 
 
 def values_from_args(args: argparse.Namespace) -> Dict[str, Any]:
@@ -406,6 +477,10 @@ def _validate_counts(config: TrainerConfig) -> None:
                       f"got {config.data_service_port!r}")
   if not _is_int(config.seed):
     raise ConfigError(f"seed: must be an integer, got {config.seed!r}")
+  if (not _is_int(config.early_stopping_patience)
+      or config.early_stopping_patience < 0):
+    raise ConfigError(f"early_stopping_patience: must be an integer >= 0 "
+                      f"(0: off), got {config.early_stopping_patience!r}")
 
 
 def _validate_rates(config: TrainerConfig) -> None:
@@ -422,6 +497,15 @@ def _validate_rates(config: TrainerConfig) -> None:
                       f"{config.learning_rate_decay!r}")
   if not _is_number(config.dropout) or not 0 <= config.dropout < 1:
     raise ConfigError(f"dropout: must be in [0, 1), got {config.dropout!r}")
+  if (not _is_number(config.validation_fraction)
+      or not 0 <= config.validation_fraction < 1):
+    raise ConfigError(f"validation_fraction: must be in [0, 1), got "
+                      f"{config.validation_fraction!r}")
+  if config.early_stopping_patience and not config.validation_fraction:
+    raise ConfigError(
+        "early_stopping_patience: needs --validation_fraction > 0 (e.g. "
+        "0.1): without held-out training rows the epochs are validated on "
+        "the eval split, the test set, which nothing may select by")
 
 
 def _validate_model(config: TrainerConfig) -> None:

@@ -1,5 +1,10 @@
 """Training input: tf.data over the pipeline's TFRecords, or NumPy in memory.
 
+A split may be cut in two by a stable hash of each serialized record
+(`Holdout`): the training split's held-out rows validate the epochs, the
+rest train, and which rows are which depends only on the record's bytes and
+the seed, so both input modes and every strategy see the same rows.
+
 Both paths yield the same batches: `(features, label)` where a single-valued
 feature is int64/float32 [batch], a multi-valued one an int64 SparseTensor
 [batch, None], and the label float32 [batch]. The NumPy path is loaded by
@@ -83,6 +88,45 @@ def _split_label(features: Dict[str, tf.Tensor]):
   return features, label
 
 
+# Hash buckets a record falls into; a fraction f holds out buckets < f * this.
+HOLDOUT_BUCKETS = 1 << 30
+# The second half of the hash key (the first is the seed): keeps the held-out
+# rows independent of anything else the seed draws.
+_HOLDOUT_SALT = 0x686f6c646f7574
+
+
+@dataclasses.dataclass(frozen=True)
+class Holdout:
+  """Rows held out of a split by a stable hash of their serialized record.
+
+  Attributes:
+    fraction: the share of rows held out, in [0, 1).
+    seed: salts the hash (another seed holds out other rows).
+    held_out: keep the held-out rows (validation) instead of the others.
+  """
+  fraction: float
+  seed: int
+  held_out: bool = False
+
+
+def held_out_mask(records: tf.Tensor, fraction: float, seed: int
+                 ) -> tf.Tensor:
+  """Which serialized records a Holdout of `fraction` holds out.
+
+  Args:
+    records: [n] serialized tf.Examples.
+    fraction: the share held out.
+    seed: salts the hash.
+
+  Returns:
+    [n] bool, the same for the same bytes and seed on every run.
+  """
+  buckets = tf.strings.to_hash_bucket_strong(
+      records, HOLDOUT_BUCKETS,
+      key=[seed & 0x7FFF_FFFF_FFFF_FFFF, _HOLDOUT_SALT])
+  return buckets < int(round(fraction * HOLDOUT_BUCKETS))
+
+
 @dataclasses.dataclass(frozen=True)
 class InputOptions:
   """How a split is read.
@@ -100,6 +144,7 @@ class InputOptions:
     repeat: repeat forever (training with steps_per_epoch).
     cycle_length: shards read (and decompressed) concurrently.
     block_size: consecutive records of one shard read as one element.
+    holdout: read only one side of a hash split of the rows (None: all).
   """
   batch_size: int
   shuffle: bool = False
@@ -109,6 +154,7 @@ class InputOptions:
   repeat: bool = False
   cycle_length: int = 4
   block_size: int = 512
+  holdout: Optional[Holdout] = None
 
 
 def _record_blocks(files: Sequence[str], options: InputOptions,
@@ -133,14 +179,27 @@ def _record_blocks(files: Sequence[str], options: InputOptions,
     return tf.data.TFRecordDataset(
         path, compression_type="GZIP").batch(options.block_size)
 
-  return shards.interleave(
+  blocks = shards.interleave(
       read_blocks,
       cycle_length=max(1, min(options.cycle_length, len(files))),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  holdout = options.holdout
+  if holdout is None:
+    return blocks
+
+  @tf.autograph.experimental.do_not_convert
+  def keep(records):
+    mask = held_out_mask(records, holdout.fraction, holdout.seed)
+    return tf.boolean_mask(records, mask if holdout.held_out else ~mask)
+
+  # Filtered block by block, before any shuffling: the rows kept do not
+  # depend on the order they are read in.
+  return blocks.map(keep, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
 
 
-def split_stats(files: Sequence[str], batch_size: int = 8192
-               ) -> Tuple[int, float]:
+def split_stats(files: Sequence[str], batch_size: int = 8192,
+                holdout: Optional[Holdout] = None) -> Tuple[int, float]:
   """Counts a split's examples and averages its label in one pass.
 
   Only the label is parsed, so this costs a fraction of an epoch.
@@ -148,13 +207,15 @@ def split_stats(files: Sequence[str], batch_size: int = 8192
   Args:
     files: the split's shards.
     batch_size: read granularity (does not affect the result).
+    holdout: count only one side of a hash split (None: every row).
 
   Returns:
     (number of examples, mean label; 0.0 when empty).
   """
   spec = {LABEL_KEY: tf.io.FixedLenFeature([], tf.float32)}
   dataset = _record_blocks(files, InputOptions(batch_size=batch_size,
-                                               block_size=batch_size))
+                                               block_size=batch_size,
+                                               holdout=holdout))
   dataset = dataset.map(
       tf.autograph.experimental.do_not_convert(
           lambda records: tf.io.parse_example(records, spec)[LABEL_KEY]),
@@ -325,7 +386,8 @@ class InMemorySplit:
 
 def load_arrays(preprocessed_dir: str, split: str,
                 feature_names: Optional[Sequence[str]] = None,
-                batch_size: int = 8192) -> InMemorySplit:
+                batch_size: int = 8192,
+                holdout: Optional[Holdout] = None) -> InMemorySplit:
   """Reads a whole split into NumPy arrays, in file order.
 
   Args:
@@ -333,12 +395,14 @@ def load_arrays(preprocessed_dir: str, split: str,
     split: "train" or "eval".
     feature_names: the features to keep (None: all).
     batch_size: read granularity (does not affect the result).
+    holdout: load only one side of a hash split (None: every row).
 
   Returns:
     The split in memory.
   """
   dataset = tfrecord_dataset(preprocessed_dir, split,
-                             InputOptions(batch_size=batch_size),
+                             InputOptions(batch_size=batch_size,
+                                          holdout=holdout),
                              feature_names)
   dense: Dict[str, list] = {}
   sparse_values: Dict[str, list] = {}

@@ -9,6 +9,14 @@ trained on (its feature_info.json and vocabularies) and described by the
 spec's feature kinds: what row i means, the hash parameters, readable row
 labels.
 
+Besides the vectors and row names, each table records how many
+training-split rows used each of its rows (a multi-valued feature counts
+every token), and, where preprocessing wrote names for the feature
+(core.layout's PreprocessedLayout.names: the side table's display column),
+a display name and a group per row. metadata.json says which model made it:
+"model_type" and "score" ("dot" for mf, whose prediction is user . item plus
+biases; "model" for every dnn).
+
 The model's SavedModel is read as plain TensorFlow (no Keras revival), its
 tables found by variable name: `embedding_<feature>/embeddings` and
 `bias_<feature>/embeddings`, or their `part_<k>` shards when a table was
@@ -17,14 +25,14 @@ partitioned across parameter servers.
 
 from __future__ import annotations
 
-import argparse
+import csv
 import dataclasses
 import datetime
 import hashlib
 import logging
 import re
 import sys
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +41,8 @@ from core import artifacts
 from core import files
 from core import layout
 from core import outputs
+from trainer import data as data_lib
+from trainer import export_options
 from trainer import layers
 from transforms import feature_info as feature_info_lib
 from transforms import loader
@@ -146,6 +156,7 @@ class TrainedModel:
     report_path = layout.ModelLayout(self.model_dir).report
     trained = datetime.datetime.fromtimestamp(
         tf.io.gfile.stat(report_path).mtime_nsec / 1e9, datetime.timezone.utc)
+    model_type = self.report.get("model_type")
     return {
         "model_version": f"sha256:{model_hash}",
         "data_version": feature_info_lib.data_version(preprocessed_dir),
@@ -154,7 +165,11 @@ class TrainedModel:
             timespec="seconds"),
         "model_dir": self.model_dir,
         "preprocessed_dir": preprocessed_dir,
-        "model_type": self.report.get("model_type"),
+        "model_type": model_type,
+        # Only an mf model predicts user . item + biases + global mean; a
+        # dnn (hybrid or not) scores pairs through its network.
+        "score": (artifacts.DOT_SCORE if model_type == "mf"
+                  else artifacts.MODEL_SCORE),
         "eval_metrics": self.report.get("metrics"),
     }
 
@@ -224,6 +239,58 @@ def describe_table(spec: spec_lib.FeatureSpec,
   return metadata
 
 
+def training_counts(preprocessed_dir: str,
+                    infos: Mapping[str, feature_info_lib.FeatureInfo],
+                    features: Sequence[str]) -> Dict[str, np.ndarray]:
+  """How many training-split rows use each table row.
+
+  Args:
+    preprocessed_dir: the preprocessing output a model trained on.
+    infos: its FeatureInfo.
+    features: the embedded features to count.
+
+  Returns:
+    Feature -> int64 [size]; every token of a multi-valued row counts.
+  """
+  arrays = data_lib.load_arrays(preprocessed_dir, layout.TRAIN,
+                                list(features))
+  counts = {}
+  for name in features:
+    ids = (arrays.sparse[name][0] if name in arrays.sparse
+           else arrays.dense[name])
+    counts[name] = np.bincount(np.asarray(ids, np.int64),
+                               minlength=infos[name].size).astype(np.int64)
+  return counts
+
+
+def row_names(preprocessed_dir: str, feature: str, tokens: Sequence[str]
+             ) -> Tuple[Optional[List[str]], Optional[List[str]]]:
+  """Display names and groups of a feature's rows, aligned to its tokens.
+
+  Args:
+    preprocessed_dir: the preprocessing output.
+    feature: the feature.
+    tokens: the table's row tokens.
+
+  Returns:
+    (names, groups), or (None, None) when preprocessing wrote no names for
+    the feature. A row without a side-table row is named by its token and
+    has an empty group.
+  """
+  path = layout.PreprocessedLayout(preprocessed_dir).names(feature)
+  if not tf.io.gfile.exists(path):
+    return None, None
+  with tf.io.gfile.GFile(path, "r") as handle:
+    rows = {row["token"]: row
+            for row in csv.DictReader(handle, delimiter="\t",
+                                      quoting=csv.QUOTE_NONE)}
+  names = [rows[token]["name"] if token in rows else token
+           for token in tokens]
+  groups = [rows[token]["group"] if token in rows else ""
+            for token in tokens]
+  return names, groups
+
+
 def model_dir_tables(model_dir: str, preprocessed_dir: Optional[str] = None,
                      spec: Optional[spec_lib.FeatureSpec] = None,
                      with_labels: bool = True
@@ -257,12 +324,15 @@ def model_dir_tables(model_dir: str, preprocessed_dir: Optional[str] = None,
     spec = loader.load_spec(trained.spec_path, dict(trained.spec_env))
   infos = feature_info_lib.read_feature_info(preprocessed_dir)
   versions = trained.versions(preprocessed_dir)
+  found = saved_model_tables(trained.saved_model_dir)
+  unknown = sorted({feature for _, feature in found} - set(infos))
+  if unknown:
+    raise ValueError(f"{model_dir!r} has tables for {unknown}, which "
+                     f"{preprocessed_dir!r} does not describe")
+  counts = training_counts(preprocessed_dir, infos,
+                           sorted({feature for _, feature in found}))
   tables = {}
-  for (name, feature), values in saved_model_tables(
-      trained.saved_model_dir).items():
-    if feature not in infos:
-      raise ValueError(f"{model_dir!r} has a table for {feature!r}, which "
-                       f"{preprocessed_dir!r} does not describe")
+  for (name, feature), values in found.items():
     info = infos[feature]
     if values.shape[0] != info.size:
       raise ValueError(f"feature {feature!r}: the model's table has "
@@ -279,9 +349,14 @@ def model_dir_tables(model_dir: str, preprocessed_dir: Optional[str] = None,
     if with_labels:
       spec_feature = spec.feature(feature)
       labels = spec_feature.kind.row_labels(spec_feature, spec, tokens)
+    names, groups = row_names(preprocessed_dir, feature, tokens)
+    named_by = spec.named_tables().get(feature)
+    if groups is not None and named_by is not None:
+      # What the groups are, for the legend of plots coloured by them.
+      metadata["group_feature"] = spec.inputs[named_by].group_feature
     tables[name] = artifacts.EmbeddingTable(
         name=name, vectors=values, tokens=tokens, metadata=metadata,
-        labels=labels)
+        labels=labels, names=names, counts=counts[feature], groups=groups)
   return tables
 
 
@@ -327,32 +402,9 @@ def export_tables(model_dir: str, output: str,
     raise
   for name in sorted(chosen):
     table = chosen[name]
-    print(f"{name}: {table.size} x {table.dimension} -> "
-          f"{exported.table(name).root}", flush=True)
+    logging.info("%s: %d x %d -> %s", name, table.size, table.dimension,
+                 exported.table(name).root)
   return chosen
-
-
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="embeddings export",
-      description="Export every embedding table of a trained model as a "
-                  "self-describing artifact directory.")
-  parser.add_argument("--model_dir", required=True,
-                      help="the --model_dir of `embeddings train`")
-  parser.add_argument("--preprocessed", default=None,
-                      help="the preprocessing output it trained on "
-                           "(default: the one its report names)")
-  parser.add_argument("--output", required=True,
-                      help="export directory; one subdirectory per table")
-  parser.add_argument("--spec", default=None,
-                      help="the feature spec (default: the one its report "
-                           "names)")
-  parser.add_argument("--env", action="append", default=[],
-                      metavar="NAME=VALUE",
-                      help="override a ${VAR} of the spec")
-  parser.add_argument("--tables", default=None,
-                      help="comma-separated features to export (default all)")
-  return parser
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
@@ -364,8 +416,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
   Returns:
     0 on success, 2 on a bad model directory or flags.
   """
-  logging.basicConfig(level=logging.INFO, format="%(message)s")
-  args, unknown = _parser().parse_known_args(argv)
+  args, unknown = export_options.flag_parser().parse_known_args(argv)
   if unknown:
     print(f"embeddings export: unknown flags {unknown}", file=sys.stderr)
     return 2
@@ -374,11 +425,15 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     if args.spec:
       spec = loader.load_spec(args.spec,
                               dict(spec_lib.parse_env_flags(args.env)))
-    export_tables(args.model_dir, args.output, args.preprocessed, spec,
-                  [t for t in (args.tables or "").split(",") if t])
+    tables = export_tables(args.model_dir, args.output, args.preprocessed,
+                           spec,
+                           [t for t in (args.tables or "").split(",") if t])
   except (FileNotFoundError, ValueError) as error:
     print(f"embeddings export: {error}", file=sys.stderr)
     return 2
+  rows = sum(table.size for table in tables.values())
+  print(f"embeddings export: {len(tables)} tables, {rows} rows -> "
+        f"{args.output}", flush=True)
   return 0
 
 

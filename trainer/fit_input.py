@@ -2,8 +2,13 @@
 
 `read_training_split` counts the split, averages its label and picks the
 input mode (trainer/data.py: streamed TFRecords, or NumPy in memory);
-`train_input` turns it into what `model.fit` takes under the strategy, and
-`eval_dataset` reads a split for validation and the final metrics.
+`train_input` turns it into what `model.fit` takes under the strategy,
+`validation_dataset` reads the rows each epoch is validated on, and
+`eval_dataset` reads a split for the final metrics.
+
+With --validation_fraction the training split is cut in two by a stable
+hash of each row (`training_holdout`): the held-out rows validate, the rest
+train, in every input mode and under every strategy.
 
 Under parameter servers the workers share each pass over the training
 split through the tf.data service (trainer/distribute.py says why): the
@@ -43,6 +48,8 @@ class TrainingSplit:
     input_mode: "tfrecord" or "numpy".
     arrays: the split in memory for "numpy", else None.
     steps_per_epoch: config.steps_per_epoch, else one pass in batches.
+    validation_examples: rows held out of the split to validate on (0
+      without --validation_fraction).
   """
   feature_names: Tuple[str, ...]
   num_examples: int
@@ -50,6 +57,23 @@ class TrainingSplit:
   input_mode: str
   arrays: Optional[data_lib.InMemorySplit]
   steps_per_epoch: int
+  validation_examples: int = 0
+
+
+def training_holdout(config: config_lib.TrainerConfig, held_out: bool
+                    ) -> Optional[data_lib.Holdout]:
+  """The training split's validation cut, or None without one.
+
+  Args:
+    config: validation_fraction and seed.
+    held_out: the validation side (else the rows that train).
+
+  Returns:
+    The Holdout to read the training split with.
+  """
+  if not config.validation_fraction:
+    return None
+  return data_lib.Holdout(config.validation_fraction, config.seed, held_out)
 
 
 def read_training_split(config: config_lib.TrainerConfig,
@@ -70,11 +94,20 @@ def read_training_split(config: config_lib.TrainerConfig,
   """
   files = data_lib.list_shards(config.preprocessed_dir, layout.TRAIN)
   names = tuple(models.model_features(config, spec))
-  num_examples, label_mean = data_lib.split_stats(files)
+  holdout = training_holdout(config, held_out=False)
+  num_examples, label_mean = data_lib.split_stats(files, holdout=holdout)
   if num_examples == 0:
     raise data_lib.PreprocessedDataError(
         f"split {layout.TRAIN!r} of {config.preprocessed_dir!r} has no "
-        f"examples")
+        f"examples{' outside the validation rows' if holdout else ''}")
+  validation_examples = 0
+  if holdout:
+    validation_examples, _ = data_lib.split_stats(
+        files, holdout=training_holdout(config, held_out=True))
+    if not validation_examples:
+      raise data_lib.PreprocessedDataError(
+          f"validation_fraction {config.validation_fraction}: holds out no "
+          f"row of the {num_examples} in split {layout.TRAIN!r}; raise it")
   input_mode = data_lib.choose_input_mode(
       config.input_mode, config.preprocessed_dir, layout.TRAIN, names,
       num_examples, config.max_input_memory_mb << 20,
@@ -82,12 +115,13 @@ def read_training_split(config: config_lib.TrainerConfig,
   arrays = None
   if input_mode == "numpy":
     arrays = data_lib.load_arrays(config.preprocessed_dir, layout.TRAIN,
-                                  names)
+                                  names, holdout=holdout)
   return TrainingSplit(
       feature_names=names, num_examples=num_examples, label_mean=label_mean,
       input_mode=input_mode, arrays=arrays,
       steps_per_epoch=config.steps_per_epoch or math.ceil(
-          num_examples / config.batch_size))
+          num_examples / config.batch_size),
+      validation_examples=validation_examples)
 
 
 def input_options(config: config_lib.TrainerConfig, train: bool
@@ -103,7 +137,8 @@ def input_options(config: config_lib.TrainerConfig, train: bool
   """
   return data_lib.InputOptions(
       batch_size=config.batch_size, shuffle=config.shuffle and train,
-      shuffle_buffer=config.shuffle_buffer, seed=config.seed, repeat=train)
+      shuffle_buffer=config.shuffle_buffer, seed=config.seed, repeat=train,
+      holdout=training_holdout(config, held_out=False) if train else None)
 
 
 def start_data_service(config: config_lib.TrainerConfig,
@@ -208,6 +243,27 @@ def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
   dataset_options.experimental_distribute.auto_shard_policy = (
       tf.data.experimental.AutoShardPolicy.DATA)
   return dataset.with_options(dataset_options)
+
+
+def validation_dataset(config: config_lib.TrainerConfig,
+                       feature_names: Sequence[str]) -> tf.data.Dataset:
+  """The rows each epoch is validated on, read once, in order.
+
+  Args:
+    config: validation_fraction, batch size and the preprocessed data.
+    feature_names: the model's inputs.
+
+  Returns:
+    The training split's held-out rows; without --validation_fraction the
+    eval split (config.eval_split).
+  """
+  holdout = training_holdout(config, held_out=True)
+  if holdout is None:
+    return eval_dataset(config, feature_names, config.eval_split)
+  options = dataclasses.replace(input_options(config, train=False),
+                                holdout=holdout)
+  return _shard_by_data(data_lib.tfrecord_dataset(
+      config.preprocessed_dir, layout.TRAIN, options, feature_names))
 
 
 def eval_dataset(config: config_lib.TrainerConfig,

@@ -1,7 +1,9 @@
 """Metrics of a model: RMSE/MAE (regression) or AUC/log loss (binary).
 
 `metrics_from_predictions` is the one definition of every metric the
-project reports; `evaluate_model` scores a Keras model in memory and
+project reports; `evaluate_model` scores a Keras model in memory
+(`evaluate_with_baseline` also scores the global-mean predictor on the same
+rows) and
 `evaluate_export` an exported SavedModel through its `serving_transformed`
 signature. METRICS says which way each metric improves, for everything
 that picks by a metric (tuning, the retraining gate).
@@ -9,19 +11,19 @@ that picks by a metric (tuning, the retraining gate).
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from core import outputs
+from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import serving
 from transforms.spec import LABEL_KEY
 
-# Metric -> "minimize" or "maximize".
-METRICS = {"rmse": "minimize", "mae": "minimize", "mse": "minimize",
-           "auc": "maximize", "log_loss": "minimize"}
+# Metric -> "minimize" or "maximize" (defined TF-free in trainer/config.py).
+METRICS = config_lib.METRICS
 
 
 def lower_is_better(metric: str) -> bool:
@@ -70,6 +72,19 @@ def metrics_from_predictions(labels: np.ndarray, predictions: np.ndarray,
   return result
 
 
+def _labels_and_predictions(model, dataset: tf.data.Dataset
+                           ) -> Tuple[np.ndarray, np.ndarray]:
+  @tf.function(reduce_retracing=True)
+  def predict(features):
+    return model(features, training=False)
+
+  labels, predictions = [np.zeros(0, np.float32)], [np.zeros(0, np.float32)]
+  for features, label in dataset:
+    predictions.append(predict(features).numpy().reshape(-1))
+    labels.append(label.numpy().reshape(-1))
+  return np.concatenate(labels), np.concatenate(predictions)
+
+
 def evaluate_model(model, dataset: tf.data.Dataset, task: str
                   ) -> Dict[str, float]:
   """Metrics of a Keras model (inference mode) on (features, label) batches.
@@ -82,16 +97,29 @@ def evaluate_model(model, dataset: tf.data.Dataset, task: str
   Returns:
     See metrics_from_predictions.
   """
-  @tf.function(reduce_retracing=True)
-  def predict(features):
-    return model(features, training=False)
+  return metrics_from_predictions(*_labels_and_predictions(model, dataset),
+                                  task)
 
-  labels, predictions = [], []
-  for features, label in dataset:
-    predictions.append(predict(features).numpy().reshape(-1))
-    labels.append(label.numpy().reshape(-1))
-  return metrics_from_predictions(np.concatenate(labels),
-                                  np.concatenate(predictions), task)
+
+def evaluate_with_baseline(model, dataset: tf.data.Dataset, task: str,
+                           label_mean: float
+                          ) -> Tuple[Dict[str, float], Dict[str, float]]:
+  """A model's metrics and the global-mean predictor's, on the same rows.
+
+  Args:
+    model: a model from trainer.models.build_model.
+    dataset: finite batches of (features dict, label).
+    task: "regression" or "binary".
+    label_mean: the training rows' mean label, the baseline's prediction
+      for every row.
+
+  Returns:
+    (the model's metrics, the baseline's), see metrics_from_predictions.
+  """
+  labels, predictions = _labels_and_predictions(model, dataset)
+  baseline = np.full(labels.shape, label_mean, np.float64)
+  return (metrics_from_predictions(labels, predictions, task),
+          metrics_from_predictions(labels, baseline, task))
 
 
 def evaluate_export(export_dir: str, preprocessed_dir: str, split: str,

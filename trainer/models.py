@@ -31,6 +31,11 @@ from transforms import spec as spec_lib
 
 PREDICTION = "prediction"
 
+# The compiled metric that equals each task's loss before the L2 penalty:
+# Keras's loss is this plus the penalty, so the penalty is their difference
+# (trainer/callbacks.py prints the three apart).
+DATA_LOSS_METRIC = {"regression": "mse", "binary": "log_loss"}
+
 
 def model_features(config: config_lib.TrainerConfig,
                    spec: spec_lib.FeatureSpec):
@@ -290,7 +295,9 @@ def compile_model(model: keras.Model, config: config_lib.TrainerConfig,
   else:
     loss = keras.losses.MeanSquaredError()
     metrics = [keras.metrics.RootMeanSquaredError(name="rmse"),
-               keras.metrics.MeanAbsoluteError(name="mae")]
+               keras.metrics.MeanAbsoluteError(name="mae"),
+               keras.metrics.MeanSquaredError(
+                   name=DATA_LOSS_METRIC["regression"])]
   model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
                 steps_per_execution=steps_per_execution)
   return model

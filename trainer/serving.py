@@ -1,9 +1,15 @@
 """SavedModel export with the tf.Transform graph attached.
 
 Signatures of the exported model:
-  * `serving_default`: serialized *raw* tf.Examples (the columns of
-    `spec.raw_column_types()`; the label is not needed) -> the transform
-    graph -> the model -> {"predictions": [batch]}.
+  * `serving_default`: serialized *raw* tf.Examples -> the transform graph
+    -> the model -> {"predictions": [batch]}. An Example needs only the raw
+    columns the model's features read (`serving_columns`): their source
+    columns, a cross's through its members, a tokens feature's flag
+    columns, a time feature's timestamp; the label is not needed. An `mf`
+    model on user_id and item_id takes Examples holding just those two.
+    Other columns may be present and are ignored; a needed column that is
+    missing fails the call with TensorFlow's "Feature: <column> ... is
+    required but could not be found".
   * `serving_transformed`: serialized *transformed* tf.Examples (the rows
     the preprocessing pipeline writes to train/ and eval/) ->
     {"predictions": [batch]}.
@@ -15,7 +21,7 @@ ModelLayout.saved_model.
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -49,6 +55,40 @@ def raw_feature_spec(spec: spec_lib.FeatureSpec, include_label: bool = False
           for column, column_type in columns.items()}
 
 
+def serving_columns(spec: spec_lib.FeatureSpec,
+                    feature_names: Sequence[str]) -> Tuple[str, ...]:
+  """The raw columns a model's features read, in spec column order.
+
+  Args:
+    spec: the feature spec.
+    feature_names: the transformed features the model takes.
+
+  Returns:
+    Every source column of those features and, for crosses, of their
+    members (recursively); never the label.
+  """
+  needed = set()
+  pending = [name for name in feature_names
+             if name in {feature.name for feature in spec.features}]
+  while pending:
+    feature = spec.feature(pending.pop())
+    needed.update(feature.source_columns)
+    pending.extend(feature.features)
+  return tuple(column for column in spec.raw_column_types()
+               if column in needed and column != spec.label.column)
+
+
+def _placeholder(column_type: str, batch_size: tf.Tensor) -> tf.Tensor:
+  """A constant column for raw inputs the model does not read.
+
+  The transform graph wants every raw column; what it computes from these
+  goes to features the model drops, so the value does not matter.
+  """
+  dtype = _DTYPES[column_type]
+  value = tf.constant("" if dtype == tf.string else 0, dtype)
+  return tf.fill([batch_size], value)
+
+
 def export_saved_model(model: keras.Model, preprocessed_dir: str,
                        spec: spec_lib.FeatureSpec, export_dir: str) -> str:
   """Saves the model with raw- and transformed-Example serving signatures.
@@ -64,9 +104,14 @@ def export_saved_model(model: keras.Model, preprocessed_dir: str,
     export_dir.
   """
   tft_output = tft.TFTransformOutput(preprocessed_dir)
-  raw_spec = raw_feature_spec(spec)
-  transformed_spec = tft_output.transformed_feature_spec()
   input_names = list(model.input_names)
+  raw_types = {column: column_type
+               for column, column_type in spec.raw_column_types().items()
+               if column != spec.label.column}
+  used_columns = serving_columns(spec, input_names)
+  used_spec = {column: parse for column, parse
+               in raw_feature_spec(spec).items() if column in used_columns}
+  transformed_spec = tft_output.transformed_feature_spec()
   model_spec = {name: transformed_spec[name] for name in input_names}
   # Attached to the model so the SavedModel tracks the transform's assets
   # (vocabulary files) and resources.
@@ -75,7 +120,11 @@ def export_saved_model(model: keras.Model, preprocessed_dir: str,
   @tf.function(input_signature=[
       tf.TensorSpec(shape=[None], dtype=tf.string, name="examples")])
   def serve_raw(examples):
-    raw = tf.io.parse_example(examples, raw_spec)
+    parsed = tf.io.parse_example(examples, used_spec)
+    batch_size = tf.shape(examples)[0]
+    raw = {column: parsed[column] if column in parsed
+           else _placeholder(column_type, batch_size)
+           for column, column_type in raw_types.items()}
     transformed = model.tft_layer(raw)
     features = {name: transformed[name] for name in input_names}
     return {PREDICTIONS: model(features, training=False)}
@@ -106,21 +155,24 @@ def _feature(value, column_type: str) -> tf.train.Feature:
 
 
 def raw_examples(spec: spec_lib.FeatureSpec,
-                 rows: Sequence[Mapping[str, object]]) -> np.ndarray:
+                 rows: Sequence[Mapping[str, object]],
+                 columns: Optional[Sequence[str]] = None) -> np.ndarray:
   """Serializes raw rows (column -> value) as serving tf.Examples.
 
   Args:
     spec: the feature spec (column types).
-    rows: dicts holding at least every raw feature column.
+    rows: dicts holding at least every column written.
+    columns: the columns to write (default: every raw feature column;
+      `serving_columns` gives the ones a model needs).
 
   Returns:
     A [len(rows)] array of serialized tf.Example bytes.
 
   Raises:
-    KeyError: a row lacks a column the features read.
+    KeyError: a row lacks a column to write.
   """
   types = {c: t for c, t in spec.raw_column_types().items()
-           if c != spec.label.column}
+           if c != spec.label.column and (columns is None or c in columns)}
   serialized = []
   for index, row in enumerate(rows):
     features = {}

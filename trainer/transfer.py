@@ -8,7 +8,9 @@ A feature in the spec may say
 one feature), any directory with a TF `checkpoint` state file, or a
 checkpoint prefix; `tensor` is the tensor's name in it (an artifact's is
 `<feature>/embeddings`). `trainable: false` keeps the table bit-identical
-through training; `true` fine-tunes it.
+through training (rows new to the vocabulary too: a warning says how
+many); `true` fine-tunes it; `new_rows` keeps the carried rows
+bit-identical and trains the rows new to the vocabulary.
 
 Rows are mapped by token, not by row number: the source's tokens come from
 the vocab.txt next to the checkpoint, the new model's from the tf.Transform
@@ -19,7 +21,9 @@ only when the artifact's hash parameters equal the new feature's.
 
 `pretrained_tables(spec, preprocessed_dir)` returns what the model builder
 takes as `pretrained=`; `pretrained_for_training`, which trainer/task.py
-calls for every training run, sizes them as the model's tables.
+calls for every training run, sizes them as the model's tables, and
+`table_reports` is what report.json records of them: per table the kept,
+new and dropped rows and the trainable mode.
 """
 
 from __future__ import annotations
@@ -143,6 +147,54 @@ def _unnamed_target(info: feature_info_lib.FeatureInfo,
       origin=target.origin)
 
 
+def _pretrained(feature: str, trainable, values: np.ndarray,
+                carried: np.ndarray, report: warmstart.RemapReport
+               ) -> PretrainedTable:
+  """The PretrainedTable of one `from_checkpoint` trainable mode."""
+  if trainable == spec_lib.NEW_ROWS:
+    return PretrainedTable(values=values, trainable=True,
+                           frozen_rows=carried.copy())
+  if not trainable and report.new:
+    start = ("stay at the mean vector" if report.new_rows == warmstart.MEAN
+             else "stay at their initial values")
+    logging.warning("feature %s: %d rows new to the vocabulary %s "
+                    "(trainable: false); use trainable: %s to train them",
+                    feature, report.new, start, spec_lib.NEW_ROWS)
+  return PretrainedTable(values=values, trainable=bool(trainable))
+
+
+def trainable_mode(table: PretrainedTable):
+  """How a table trains: False, True or spec.NEW_ROWS (carried rows frozen).
+
+  Args:
+    table: a PretrainedTable.
+
+  Returns:
+    The `from_checkpoint: trainable` value that gives this table.
+  """
+  if not table.trainable:
+    return False
+  return spec_lib.NEW_ROWS if table.frozen_rows is not None else True
+
+
+def table_reports(tables: Mapping[str, PretrainedTable]
+                 ) -> Dict[str, Dict[str, Any]]:
+  """What report.json records of the tables a model started from.
+
+  Args:
+    tables: feature -> PretrainedTable; a WarmStartTables adds its reports.
+
+  Returns:
+    Feature -> {"trainable": False | True | "new_rows", and kept, new,
+    dropped, old_size, new_size, new_rows, by where a remap report is
+    known}.
+  """
+  reports = getattr(tables, "reports", {})
+  return {name: {**(reports[name].as_dict() if name in reports else {}),
+                 "trainable": trainable_mode(table)}
+          for name, table in tables.items()}
+
+
 def pretrained_tables(spec: spec_lib.FeatureSpec, preprocessed_dir: str,
                       new_rows: str = warmstart.MEAN, initializer: Any = None,
                       seed: int = 0,
@@ -167,9 +219,9 @@ def pretrained_tables(spec: spec_lib.FeatureSpec, preprocessed_dir: str,
     features: only these features (the ones the model embeds); default all.
 
   Returns:
-    WarmStartTables feature -> PretrainedTable(values, trainable =
-    from_checkpoint.trainable), `.reports` with kept/new/dropped counts.
-    Empty when no feature names a checkpoint.
+    WarmStartTables feature -> PretrainedTable (trainable and frozen rows
+    as from_checkpoint.trainable says), `.reports` with kept/new/dropped
+    counts. Empty when no feature names a checkpoint.
 
   Raises:
     TransferError: missing tensor, dimension mismatch (spec/model vs
@@ -195,12 +247,13 @@ def pretrained_tables(spec: spec_lib.FeatureSpec, preprocessed_dir: str,
     if not named:
       target = _unnamed_target(info, target, origin)
     try:
-      values, _, report = warmstart.remap_table(
+      values, carried, report = warmstart.remap_table(
           old, target, new_rows=new_rows, initializer=initializer, seed=seed,
           old_origin=origin)
     except warmstart.RemapError as error:
       raise TransferError(str(error)) from None
-    tables[name] = PretrainedTable(values=values, trainable=source.trainable)
+    tables[name] = _pretrained(name, source.trainable, values, carried,
+                               report)
     reports[name] = report
   return warmstart.WarmStartTables(tables, reports)
 
@@ -209,7 +262,7 @@ def pretrained_for_training(
     config: config_lib.TrainerConfig, spec: spec_lib.FeatureSpec,
     feature_info: Mapping[str, feature_info_lib.FeatureInfo],
     pretrained: Optional[Mapping[str, PretrainedTable]] = None
-) -> Dict[str, PretrainedTable]:
+) -> warmstart.WarmStartTables:
   """The `pretrained=` a training run passes to the model builder.
 
   The spec's `from_checkpoint` tables of the features the model embeds, at
@@ -223,7 +276,8 @@ def pretrained_for_training(
     pretrained: tables the caller already has.
 
   Returns:
-    Feature -> PretrainedTable.
+    WarmStartTables feature -> PretrainedTable, with the remap reports of
+    the loaded tables and of the given ones (when they carry reports).
 
   Raises:
     TransferError: a `from_checkpoint` cannot be loaded.
@@ -239,4 +293,7 @@ def pretrained_for_training(
     logging.info("from_checkpoint %s: %d rows kept, %d new, %d dropped "
                  "(mapped by %s)", name, report.kept, report.new,
                  report.dropped, report.by)
-  return {**loaded, **dict(pretrained or {})}
+  given = dict(pretrained or {})
+  return warmstart.WarmStartTables(
+      {**loaded, **given},
+      {**loaded.reports, **getattr(pretrained, "reports", {})})

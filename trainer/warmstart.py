@@ -13,7 +13,9 @@ Tables without a vocabulary (hashed, crossed, bucketized) are reused row for
 row, only when their hash parameters and sizes agree.
 
 Optionally the carried-over rows are frozen while the new rows train
-(`freeze_carried=True` -> `PretrainedTable.frozen_rows`).
+(`freeze_carried=True` -> `PretrainedTable.frozen_rows`; `embeddings
+retrain --freeze_carried_rows`, and `from_checkpoint: {trainable:
+new_rows}` in a spec, trainer/transfer.py).
 
 The retraining job calls `warm_start_tables(previous_export_or_model,
 new_preprocessed_dir, spec=...)` and passes the result to the model builder

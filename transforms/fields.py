@@ -7,7 +7,7 @@ and every feature kind word their errors the same way.
 
 import os
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from transforms.spec import SpecError
 
@@ -65,8 +65,19 @@ def check_keys(raw: Mapping[str, Any], allowed: Sequence[str],
                     f"allowed: {sorted(allowed)}")
 
 
-def expand_env(value: str, where: str, overrides: Mapping[str, str]) -> str:
+def expand_env(value: str, where: str, overrides: Mapping[str, str],
+               used: Optional[Dict[str, str]] = None) -> str:
   """Fills `${VAR}` and `${VAR:-default}` from overrides, then the environment.
+
+  Args:
+    value: the text holding `${VAR}` references.
+    where: names the field in errors.
+    overrides: values that win over the environment (`--env`).
+    used: when given, every variable referenced is recorded there with the
+      value it was given.
+
+  Returns:
+    The text with every reference filled.
 
   Raises:
     SpecError: a variable without a value or a default.
@@ -74,11 +85,15 @@ def expand_env(value: str, where: str, overrides: Mapping[str, str]) -> str:
   def substitute(match):
     var, default = match.group(1), match.group(2)
     if var in overrides:
-      return overrides[var]
-    if var in os.environ:
-      return os.environ[var]
-    if default is not None:
-      return default
-    raise SpecError(f"{where}: environment variable ${{{var}}} is not set "
-                    f"(set it, or give a default as ${{{var}:-value}})")
+      resolved = overrides[var]
+    elif var in os.environ:
+      resolved = os.environ[var]
+    elif default is not None:
+      resolved = default
+    else:
+      raise SpecError(f"{where}: environment variable ${{{var}}} is not set "
+                      f"(set it, or give a default as ${{{var}:-value}})")
+    if used is not None:
+      used[var] = resolved
+    return resolved
   return _ENV_VAR.sub(substitute, value)

@@ -17,14 +17,16 @@ from transforms import fields
 from transforms import kinds
 from transforms.kinds import base as kinds_base
 from transforms.spec import (BIGQUERY, BIGQUERY_TABLE, COLUMN_TYPES,
-                             INPUT_FORMATS, LABEL_KEY, TASKS, CheckpointSource,
+                             INPUT_FORMATS, LABEL_KEY, NEW_ROWS, TASKS,
+                             TRAINABLE_MODES, CheckpointSource,
                              Feature, FeatureSpec, InputTable, Join, Label,
                              Split, SpecError)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BIGQUERY_ONLY_FIELDS = ("table", "query", "use_standard_sql")
 _FILE_ONLY_FIELDS = ("path", "eval_path", "delimiter", "header")
-_INPUT_FIELDS = ("format", "columns", "types", "encoding", "key"
+_INPUT_FIELDS = ("format", "columns", "types", "encoding", "key",
+                 "display_column", "group_feature"
                 ) + _FILE_ONLY_FIELDS + _BIGQUERY_ONLY_FIELDS
 _SPEC_FIELDS = ("name", "inputs", "main", "joins", "split", "label",
                 "features", "model", "max_rejected_fraction")
@@ -36,7 +38,8 @@ _FEATURE_FIELDS = tuple(dict.fromkeys(
 
 
 def _parse_bigquery_source(raw: Mapping[str, Any], where: str,
-                           overrides: Mapping[str, str]
+                           overrides: Mapping[str, str],
+                           used: Dict[str, str]
                           ) -> Tuple[Optional[str], Optional[str], bool]:
   """(table, query, use_standard_sql) of a bigquery input, validated."""
   given = [field for field in ("table", "query") if raw.get(field) is not None]
@@ -49,7 +52,8 @@ def _parse_bigquery_source(raw: Mapping[str, Any], where: str,
   if not isinstance(value, str) or not value.strip():
     raise SpecError(f"{where}: field {field!r} must be a non-empty string, "
                     f"got {value!r}")
-  value = fields.expand_env(value, f"{where}: field {field!r}", overrides)
+  value = fields.expand_env(value, f"{where}: field {field!r}", overrides,
+                            used)
   if field == "table":
     if not BIGQUERY_TABLE.match(value):
       raise SpecError(f"{where}: field 'table' must be PROJECT:DATASET.TABLE, "
@@ -84,8 +88,27 @@ def _parse_columns(raw: Mapping[str, Any], where: str
   return columns, {column: types.get(column, "string") for column in columns}
 
 
+def _parse_display_column(raw: Mapping[str, Any], where: str,
+                          columns: Tuple[str, ...], types: Mapping[str, str],
+                          key: Optional[str]) -> Optional[str]:
+  display = raw.get("display_column")
+  if display is None:
+    return None
+  if key is None:
+    raise SpecError(f"{where}: field 'display_column' names the rows of a "
+                    f"side table; it needs field 'key'")
+  if display not in columns:
+    raise SpecError(f"{where}: field 'display_column' names column "
+                    f"{display!r} that is not in 'columns'")
+  if types[display] != "string":
+    raise SpecError(f"{where}: field 'display_column' column {display!r} "
+                    f"must have type string")
+  return display
+
+
 def _parse_input(name: str, raw: Mapping[str, Any],
-                 overrides: Mapping[str, str]) -> InputTable:
+                 overrides: Mapping[str, str],
+                 used: Dict[str, str]) -> InputTable:
   where = f"input '{name}'"
   fields.mapping(raw, where)
   fields.check_keys(raw, _INPUT_FIELDS, where)
@@ -102,10 +125,10 @@ def _parse_input(name: str, raw: Mapping[str, Any],
   standard_sql = True
   if fmt == BIGQUERY:
     bq_table, query, standard_sql = _parse_bigquery_source(raw, where,
-                                                           overrides)
+                                                           overrides, used)
   else:
     path = fields.expand_env(str(fields.require(raw, "path", where)),
-                             f"{where}: field 'path'", overrides)
+                             f"{where}: field 'path'", overrides, used)
   columns, types = _parse_columns(raw, where)
   key = raw.get("key")
   if key is not None and key not in columns:
@@ -114,7 +137,7 @@ def _parse_input(name: str, raw: Mapping[str, Any],
   eval_path = raw.get("eval_path")
   if eval_path is not None:
     eval_path = fields.expand_env(str(eval_path), f"{where}: field 'eval_path'",
-                                  overrides)
+                                  overrides, used)
   delimiter = raw.get("delimiter", ",")
   if not isinstance(delimiter, str) or len(delimiter) != 1:
     raise SpecError(f"{where}: field 'delimiter' must be one character, "
@@ -125,7 +148,10 @@ def _parse_input(name: str, raw: Mapping[str, Any],
                                           where),
                     encoding=str(raw.get("encoding", "utf-8")), key=key,
                     eval_path=eval_path, table=bq_table, query=query,
-                    use_standard_sql=standard_sql)
+                    use_standard_sql=standard_sql,
+                    display_column=_parse_display_column(raw, where, columns,
+                                                         types, key),
+                    group_feature=raw.get("group_feature"))
 
 
 def _parse_embedding_dim(raw: Mapping[str, Any], kind, where: str
@@ -150,11 +176,15 @@ def _parse_checkpoint_source(raw: Mapping[str, Any], where: str
   if not isinstance(source, Mapping):
     raise SpecError(f"{where} must be a mapping with path and tensor")
   fields.check_keys(source, ("path", "tensor", "trainable"), where)
+  trainable = source.get("trainable", False)
+  if trainable not in TRAINABLE_MODES or not isinstance(trainable,
+                                                        (bool, str)):
+    raise SpecError(f"{where}: field 'trainable' must be true, false or "
+                    f"{NEW_ROWS}, got {trainable!r}")
   return CheckpointSource(
       path=str(fields.require(source, "path", where)),
       tensor=str(fields.require(source, "tensor", where)),
-      trainable=fields.boolean(source.get("trainable", False), "trainable",
-                               where))
+      trainable=trainable)
 
 
 def _parse_feature(raw: Mapping[str, Any], index: int,
@@ -199,6 +229,10 @@ def _parse_joins(raw: Mapping[str, Any], inputs: Mapping[str, InputTable],
   for index, raw_join in enumerate(raw_joins):
     where = f"joins[{index}]"
     fields.mapping(raw_join, where)
+    if True in raw_join:
+      raise SpecError(f"{where}: YAML reads the key 'on' as the boolean "
+                      f"true; name the main table's join column with "
+                      f"'by:' instead")
     fields.check_keys(raw_join, ("table", "by", "how"), where)
     table = fields.require(raw_join, "table", where)
     if table not in inputs or table == main:
@@ -261,6 +295,48 @@ def _parse_split(raw: Mapping[str, Any],
                seed=seed)
 
 
+def _parse_split_or_eval_path(raw: Mapping[str, Any],
+                              inputs: Mapping[str, InputTable], main: str,
+                              column_types: Mapping[str, str]
+                             ) -> Optional[Split]:
+  """The split, or None when the main table gives its eval rows as files."""
+  for name, table in inputs.items():
+    if name != main and table.eval_path is not None:
+      raise SpecError(f"input '{name}': field 'eval_path' applies only to "
+                      f"the main table {main!r}")
+  if inputs[main].eval_path is None:
+    return _parse_split(raw, column_types)
+  if raw.get("split") is not None:
+    raise SpecError(f"spec: field 'split' and input '{main}' field "
+                    f"'eval_path' both choose the eval rows; keep one")
+  return None
+
+
+def _check_display_tables(inputs: Mapping[str, InputTable], main: str,
+                          features: Tuple[Feature, ...]) -> None:
+  """Checks each table's display_column and group_feature."""
+  by_name = {feature.name: feature for feature in features}
+  for name, table in inputs.items():
+    where = f"input '{name}'"
+    if table.display_column is not None and name == main:
+      raise SpecError(f"{where}: field 'display_column' names the rows of a "
+                      f"side table, not of the main table")
+    if table.group_feature is None:
+      continue
+    if table.display_column is None:
+      raise SpecError(f"{where}: field 'group_feature' needs field "
+                      f"'display_column'")
+    feature = by_name.get(table.group_feature)
+    if feature is None or not feature.kind.GIVES_VALUE_TOKENS:
+      raise SpecError(f"{where}: field 'group_feature' must name a tokens or "
+                      f"vocabulary feature, got {table.group_feature!r}")
+    outside = [c for c in feature.source_columns if c not in table.columns]
+    if outside:
+      raise SpecError(f"{where}: field 'group_feature' feature "
+                      f"{feature.name!r} reads column(s) {outside}, which "
+                      f"this table does not have")
+
+
 def _parse_label(raw: Mapping[str, Any],
                  column_types: Mapping[str, str]) -> Label:
   raw_label = fields.mapping(fields.require(raw, "label", "spec"), "label")
@@ -321,18 +397,19 @@ def parse_spec(raw: Mapping[str, Any],
   raw_inputs = fields.require(raw, "inputs", "spec")
   if not isinstance(raw_inputs, Mapping) or not raw_inputs:
     raise SpecError("spec: field 'inputs' must map table names to tables")
-  inputs = {n: _parse_input(n, t, env) for n, t in raw_inputs.items()}
+  used_env: Dict[str, str] = {}
+  inputs = {n: _parse_input(n, t, env, used_env)
+            for n, t in raw_inputs.items()}
   main = raw.get("main", next(iter(inputs)))
   if main not in inputs:
     raise SpecError(f"spec: field 'main' names table {main!r}, which is not "
                     f"in 'inputs'")
   joins = _parse_joins(raw, inputs, main)
   column_types = _joined_column_types(inputs, main, joins)
-  split = None
-  if inputs[main].eval_path is None:
-    split = _parse_split(raw, column_types)
+  split = _parse_split_or_eval_path(raw, inputs, main, column_types)
   label = _parse_label(raw, column_types)
   features = _parse_features(raw, column_types, label)
+  _check_display_tables(inputs, main, features)
   model = dict(fields.mapping(raw.get("model") or {}, "spec: field 'model'"))
   fraction = fields.number(raw.get("max_rejected_fraction", 0.01),
                            "max_rejected_fraction", "spec")
@@ -340,7 +417,7 @@ def parse_spec(raw: Mapping[str, Any],
     raise SpecError("spec: field 'max_rejected_fraction' must be in [0, 1]")
   return FeatureSpec(name=name, inputs=inputs, main=main, joins=joins,
                      split=split, label=label, features=features, model=model,
-                     max_rejected_fraction=fraction)
+                     max_rejected_fraction=fraction, env=used_env)
 
 
 def load_spec(path: str, env: Optional[Mapping[str, str]] = None

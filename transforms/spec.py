@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 COLUMN_TYPES = ("string", "int", "float")
 BIGQUERY = "bigquery"
@@ -63,6 +63,10 @@ class InputTable:
     query: bigquery only, instead of `table`: a query whose result is read.
     use_standard_sql: bigquery `query` only: standard SQL (true) or legacy
       SQL.
+    display_column: a side table's column that names each row for people
+      (a movie's title); display-only, so a bad value never rejects a row.
+    group_feature: a tokens or vocabulary feature read from this table
+      whose first token groups the rows in plots (a movie's first genre).
   """
   name: str
   format: str
@@ -77,6 +81,8 @@ class InputTable:
   table: Optional[str] = None
   query: Optional[str] = None
   use_standard_sql: bool = True
+  display_column: Optional[str] = None
+  group_feature: Optional[str] = None
 
   @property
   def is_bigquery(self) -> bool:
@@ -123,12 +129,25 @@ class Label:
   max: Optional[float] = None
 
 
+# `from_checkpoint.trainable`: rows carried from the checkpoint stay frozen,
+# rows new to the vocabulary train.
+NEW_ROWS = "new_rows"
+TRAINABLE_MODES = (False, True, NEW_ROWS)
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckpointSource:
-  """Where a pretrained embedding table comes from (`from_checkpoint`)."""
+  """Where a pretrained embedding table comes from (`from_checkpoint`).
+
+  Attributes:
+    path: an artifact directory, a checkpoint directory or a prefix.
+    tensor: the table's tensor name in the checkpoint.
+    trainable: False freezes the whole table, True fine-tunes it, NEW_ROWS
+      freezes the carried rows and trains the rows new to the vocabulary.
+  """
   path: str
   tensor: str
-  trainable: bool = False
+  trainable: Union[bool, str] = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,10 +230,31 @@ class FeatureSpec:
   features: Tuple[Feature, ...]
   model: Mapping[str, Any]
   max_rejected_fraction: float = 0.01
+  # Every ${VAR} the spec references -> the value it was given (from --env,
+  # the environment or the ${VAR:-default}).
+  env: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
   @property
   def main_table(self) -> InputTable:
     return self.inputs[self.main]
+
+  def named_tables(self) -> Dict[str, str]:
+    """Features whose source column is a named side table's key.
+
+    Returns:
+      Feature name -> the side table (with a `display_column`) whose rows
+      name that feature's tokens.
+    """
+    named = {}
+    for join in self.joins:
+      side = self.inputs[join.table]
+      if side.display_column is None:
+        continue
+      for feature in self.features:
+        if feature.source is not None and feature.source in (join.by,
+                                                             side.key):
+          named[feature.name] = join.table
+    return named
 
   @property
   def used_tables(self) -> Tuple[str, ...]:

@@ -9,8 +9,11 @@
         [--folds u1,u2,u3,u4,u5] [--work_dir W] [train flags...]
         The standard MovieLens 100K protocol: for each fold, preprocess its
         base file (eval = its test file), train, evaluate on the test file;
-        prints per-fold metrics and mean +- std. Extra flags (--model_type,
-        --epochs, ...) go to the trainer.
+        prints per-fold metrics and mean +- std, and saves them in W as a
+        Markdown table (folds.md) and JSON (folds_report.json). Train flags
+        (--model_type, --epochs, ...) go to the trainer.
+
+The flags are in workflows/folds_options.py (TensorFlow-free).
 
 The setting that `make ml100k-folds` runs, and its measured results, are in
 the README.
@@ -18,8 +21,6 @@ the README.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -29,14 +30,19 @@ import numpy as np
 import tensorflow as tf
 
 from core import files
+from core import flags
 from core import layout
 from core import outputs
 from pipelines import preprocess as preprocess_lib
+from trainer import config as config_lib
 from trainer import metrics as metrics_lib
 from trainer import task as task_lib
-from transforms import spec as spec_lib
+from transforms import loader
+from workflows import folds_options
 
-DEFAULT_FOLDS = ("u1", "u2", "u3", "u4", "u5")
+DEFAULT_FOLDS = folds_options.DEFAULT_FOLDS
+# The metrics a fold table shows, in this order, when the task has them.
+TABLE_METRICS = ("rmse", "mae", "auc", "log_loss")
 
 
 def summarize_folds(per_fold: Mapping[str, Mapping[str, float]]
@@ -75,22 +81,62 @@ def format_fold_table(per_fold: Mapping[str, Mapping[str, float]],
   return "\n".join(lines)
 
 
+def format_fold_markdown(per_fold: Mapping[str, Mapping[str, float]],
+                         metric_names: Sequence[str]) -> str:
+  """Per-fold rows and a mean ± std row, as a Markdown table.
+
+  Args:
+    per_fold: fold -> metrics.
+    metric_names: the columns, in order.
+
+  Returns:
+    The table, one line per row, ending with a newline.
+  """
+  summary = summarize_folds(per_fold)
+  lines = ["| fold | " + " | ".join(metric_names) + " |",
+           "|---|" + "---:|" * len(metric_names)]
+  for fold, metrics in per_fold.items():
+    lines.append(f"| {fold} | " + " | ".join(
+        f"{metrics[name]:.4f}" for name in metric_names) + " |")
+  lines.append("| mean ± std | " + " | ".join(
+      f"{summary[n]['mean']:.4f} ± {summary[n]['std']:.4f}"
+      for n in metric_names) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def write_fold_results(work_dir: str,
+                       result: Mapping[str, Any]) -> Tuple[str, str]:
+  """Saves a fold run's table and report into its work directory.
+
+  Args:
+    work_dir: the run's --work_dir.
+    result: what run_ml100k_folds returned.
+
+  Returns:
+    (the Markdown table's path, the JSON report's path).
+  """
+  work = layout.FoldsLayout(work_dir)
+  names = [n for n in TABLE_METRICS if n in result["summary"]]
+  files.write_text(work.table, format_fold_markdown(result["folds"], names))
+  files.write_json(work.report, dict(result))
+  return work.table, work.report
+
+
 def _train_one_fold(spec_path: str, env: Sequence[Tuple[str, str]],
                     preprocessed: str, model_dir: str,
-                    train_argv: Sequence[str]) -> Dict[str, Any]:
+                    train_values: Mapping[str, Any]) -> Dict[str, Any]:
   """Trains one fold's model afresh; returns its train report."""
   files.remove_tree(model_dir)
-  args = task_lib.flag_parser().parse_args(
-      ["--spec", spec_path, "--preprocessed", preprocessed,
-       "--model_dir", model_dir]
-      + [flag for pair in env for flag in ("--env", "=".join(pair))]
-      + list(train_argv))
-  return task_lib.train(task_lib.config_from_args(args)).report
+  spec = loader.load_spec(spec_path, dict(env))
+  config = config_lib.build_config(
+      spec, train_values, spec_path=spec_path, spec_env=tuple(env),
+      preprocessed_dir=preprocessed, model_dir=model_dir)
+  return task_lib.train(config).report
 
 
 def run_ml100k_folds(ml100k_dir: str, spec_path: str, work_dir: str,
                      folds: Sequence[str] = DEFAULT_FOLDS,
-                     train_argv: Sequence[str] = (),
+                     train_values: Optional[Mapping[str, Any]] = None,
                      reuse_preprocessed: bool = True) -> Dict[str, Any]:
   """Runs the MovieLens 100K protocol over the given folds.
 
@@ -100,7 +146,8 @@ def run_ml100k_folds(ml100k_dir: str, spec_path: str, work_dir: str,
       .test (eval), like configs/movielens100k.yaml.
     work_dir: preprocessed data and models go to <work_dir>/<fold>/.
     folds: which folds.
-    train_argv: extra `embeddings train` flags.
+    train_values: trainer field -> value (the train flags given); the
+      spec's `model:` section fills the rest.
     reuse_preprocessed: skip preprocessing a fold whose output is finished.
 
   Returns:
@@ -125,7 +172,7 @@ def run_ml100k_folds(ml100k_dir: str, spec_path: str, work_dir: str,
       print(f"fold {fold}: preprocessed in "
             f"{time.perf_counter() - started:.1f} s", flush=True)
     report = _train_one_fold(spec_path, env, preprocessed,
-                             work.model(fold).root, train_argv)
+                             work.model(fold).root, train_values or {})
     per_fold[fold] = report["metrics"]
     reports[fold] = {k: v for k, v in report.items() if k != "config"}
     shown = {k: round(v, 4) for k, v in per_fold[fold].items()}
@@ -161,25 +208,47 @@ def evaluate_model_dir(model_dir: str, preprocessed_dir: str, split: str,
   return {"model_dir": model_dir, "split": split, "metrics": metrics}
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="embeddings evaluate",
-      description="Metrics of a trained model, or the ML100K 5-fold run.")
-  parser.add_argument("--model_dir", help="a model directory from `train`")
-  parser.add_argument("--preprocessed", help="preprocessing output to score")
-  parser.add_argument("--split", default=layout.EVAL,
-                      help="the split to score (default: %(default)s)")
-  parser.add_argument("--task", choices=spec_lib.TASKS,
-                      help="default: the model's training report's")
-  parser.add_argument("--ml100k_folds",
-                      help="MovieLens 100K folder: run the 5-fold protocol")
-  parser.add_argument("--folds", default=",".join(DEFAULT_FOLDS),
-                      help="the folds to run (default: %(default)s)")
-  parser.add_argument("--spec", help="spec for --ml100k_folds")
-  parser.add_argument("--work_dir", default="out/ml100k_folds",
-                      help="per-fold data and models (default: %(default)s)")
-  parser.add_argument("--output", help="also write the result JSON here")
-  return parser
+def _train_values(args) -> Dict[str, Any]:
+  """The train flags given, with --task: they configure every fold."""
+  values = flags.values_from_args(config_lib.TrainerConfig, args,
+                                  skip=folds_options.FOLD_SET_FIELDS)
+  if args.task:
+    values["task"] = args.task
+  return values
+
+
+def _run_folds(args) -> Tuple[Dict[str, Any], str]:
+  if not args.spec:
+    raise ValueError("--ml100k_folds needs --spec (e.g. "
+                     "configs/movielens100k.yaml)")
+  folds = flags.comma_list(args.folds)
+  result = run_ml100k_folds(args.ml100k_folds, args.spec, args.work_dir,
+                            folds, _train_values(args))
+  names = [n for n in TABLE_METRICS if n in result["summary"]]
+  print(format_fold_table(result["folds"], names))
+  table, report = write_fold_results(args.work_dir, result)
+  means = ", ".join(f"{n} {result['summary'][n]['mean']:.4f} ± "
+                    f"{result['summary'][n]['std']:.4f}" for n in names)
+  return result, (f"{len(folds)} fold(s): {means}; table {table}, "
+                  f"report {report}")
+
+
+def _score_model(args) -> Tuple[Dict[str, Any], str]:
+  given = _train_values(args)
+  given.pop("task", None)
+  if given:
+    raise ValueError(f"train flags {sorted(given)} need --ml100k_folds")
+  if not args.model_dir or not args.preprocessed:
+    raise ValueError("give --model_dir and --preprocessed (or "
+                     "--ml100k_folds)")
+  result = evaluate_model_dir(args.model_dir, args.preprocessed, args.split,
+                              args.task)
+  metrics = result["metrics"]
+  shown = ", ".join(f"{n} {metrics[n]:.4f}" for n in TABLE_METRICS
+                    if n in metrics)
+  return result, (f"{shown} on {metrics.get('examples', '?')} "
+                  f"{args.split} rows of {args.preprocessed} "
+                  f"(model {args.model_dir})")
 
 
 def run(argv: Optional[List[str]] = None) -> int:
@@ -191,32 +260,19 @@ def run(argv: Optional[List[str]] = None) -> int:
   Returns:
     The exit status (2 for bad flags or inputs).
   """
-  args, rest = _parser().parse_known_args(argv)
+  args = folds_options.flag_parser().parse_args(argv)
   try:
     if args.ml100k_folds:
-      if not args.spec:
-        raise ValueError("--ml100k_folds needs --spec (e.g. "
-                         "configs/movielens100k.yaml)")
-      folds = [f for f in args.folds.split(",") if f]
-      result = run_ml100k_folds(args.ml100k_folds, args.spec, args.work_dir,
-                                folds, rest)
-      names = [n for n in ("rmse", "mae", "auc", "log_loss")
-               if n in result["summary"]]
-      print(format_fold_table(result["folds"], names))
+      result, summary = _run_folds(args)
     else:
-      if rest:
-        raise ValueError(f"unknown flags {rest}")
-      if not args.model_dir or not args.preprocessed:
-        raise ValueError("give --model_dir and --preprocessed (or "
-                         "--ml100k_folds)")
-      result = evaluate_model_dir(args.model_dir, args.preprocessed,
-                                  args.split, args.task)
+      result, summary = _score_model(args)
   except (ValueError, FileNotFoundError) as error:
     print(f"embeddings evaluate: {error}", file=sys.stderr)
     return 2
   if args.output:
     files.write_json(args.output, result)
-  print(json.dumps(result.get("summary", result.get("metrics")), indent=2))
+    summary += f"; JSON {args.output}"
+  print(f"embeddings evaluate: {summary}")
   return 0
 
 

@@ -3,17 +3,31 @@
 The rows are the window's raw eval split as the preprocessing job wrote it
 (`raw_eval`); each model reads them through its own raw serving signature,
 so each sees them through its own vocabulary.
+
+Neither model may have trained on them. The window's eval split alone does
+not promise that for the current model: it trained on an earlier window,
+whose train split holds rows of the new eval split whenever windows overlap
+and the rows are not split alike (an explicit `eval_path`, a changed split
+seed, fraction or key, a backfilled older window). So `unseen_rows` drops
+every held-out row whose key (the models' user and item ids) is in a
+model's own train split, each model's ids coming from its own transform
+graph.
 """
 
-from typing import Optional, Tuple
+from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_transform as tft
 
 from core import layout
+from trainer import data as data_lib
 from trainer import metrics as metrics_lib
+from trainer import serving
 from transforms import spec as spec_lib
 from workflows.registry import RetrainError
+
+_BATCH = 4096
 
 
 def holdout_examples(preprocessed_dir: str, spec: spec_lib.FeatureSpec,
@@ -39,7 +53,7 @@ def holdout_examples(preprocessed_dir: str, spec: spec_lib.FeatureSpec,
   label_spec = {spec.label.column: tf.io.FixedLenFeature([], label_type)}
   examples, labels = [], []
   dataset = tf.data.TFRecordDataset(shards, compression_type="GZIP")
-  for records in dataset.take(max_rows).batch(4096):
+  for records in dataset.take(max_rows).batch(_BATCH):
     examples.extend(records.numpy())
     labels.append(tf.io.parse_example(records, label_spec)[
         spec.label.column].numpy())
@@ -48,6 +62,77 @@ def holdout_examples(preprocessed_dir: str, spec: spec_lib.FeatureSpec,
                        f"the models on ({pattern!r} is empty)")
   return (np.array(examples, dtype=object),
           np.concatenate(labels).astype(np.float64))
+
+
+def _key_rows(columns: Sequence[np.ndarray]) -> List[Tuple[int, ...]]:
+  return list(zip(*(column.tolist() for column in columns)))
+
+
+def trained_keys(preprocessed_dir: str, features: Sequence[str]
+                ) -> Set[Tuple[int, ...]]:
+  """The key of every row a model trained on.
+
+  Args:
+    preprocessed_dir: the preprocessing output the model trained on.
+    features: single-valued features whose ids together name a row.
+
+  Returns:
+    The (id, ...) tuples of its train split. The whole split is held in
+    memory.
+  """
+  arrays = data_lib.load_arrays(preprocessed_dir, layout.TRAIN,
+                                list(features))
+  return set(_key_rows([arrays.dense[name] for name in features]))
+
+
+def holdout_keys(preprocessed_dir: str, spec: spec_lib.FeatureSpec,
+                 examples: np.ndarray, features: Sequence[str]
+                ) -> List[Tuple[int, ...]]:
+  """The key of each raw held-out row, as one model's transform sees it.
+
+  Args:
+    preprocessed_dir: the preprocessing output the model trained on (its
+      transform graph).
+    spec: the feature spec (the raw columns to parse).
+    examples: serialized raw tf.Examples.
+    features: as in trained_keys.
+
+  Returns:
+    One (id, ...) tuple per example.
+  """
+  layer = tft.TFTransformOutput(preprocessed_dir).transform_features_layer()
+  raw_spec = serving.raw_feature_spec(spec)
+  keys: List[Tuple[int, ...]] = []
+  for start in range(0, len(examples), _BATCH):
+    transformed = layer(tf.io.parse_example(
+        tf.constant(examples[start:start + _BATCH]), raw_spec))
+    keys.extend(_key_rows([transformed[name].numpy() for name in features]))
+  return keys
+
+
+def unseen_rows(examples: np.ndarray, spec: spec_lib.FeatureSpec,
+                trained_on: Iterable[str], features: Sequence[str]
+               ) -> np.ndarray:
+  """Which held-out rows no model trained on.
+
+  Args:
+    examples: serialized raw tf.Examples (holdout_examples).
+    spec: the feature spec.
+    trained_on: the preprocessing output of each model (candidate,
+      current).
+    features: single-valued features whose ids name a row: a rating is
+      its (user, item) pair.
+
+  Returns:
+    A boolean mask over examples, True where the row's key is in no
+    model's train split.
+  """
+  unseen = np.ones(len(examples), dtype=bool)
+  for preprocessed_dir in trained_on:
+    seen = trained_keys(preprocessed_dir, features)
+    unseen &= np.array([key not in seen for key in holdout_keys(
+        preprocessed_dir, spec, examples, features)], dtype=bool)
+  return unseen
 
 
 def gate(metric: str, candidate: float, current: Optional[float],
@@ -73,6 +158,11 @@ def gate(metric: str, candidate: float, current: Optional[float],
   worse_by = (candidate - current if metrics_lib.lower_is_better(metric)
               else current - candidate)
   verdict = worse_by <= tolerance
+  change = (f"worse by {worse_by:.4f}" if worse_by > 0
+            else f"better by {abs(worse_by):.4f}")
+  # The tolerance matters to a reader when the candidate is worse, or
+  # when a negative tolerance demands a gain.
+  if worse_by > 0 or tolerance < 0:
+    change += f" (tolerance {tolerance:.4f})"
   return verdict, (f"candidate {metric} {candidate:.4f} vs current "
-                   f"{current:.4f}: worse by {worse_by:+.4f}, tolerance "
-                   f"{tolerance:+.4f}")
+                   f"{current:.4f}: {change}")

@@ -4,35 +4,40 @@ It runs on any Beam runner as it runs here (DirectRunner locally, Dataflow
 with `--preset dataflow ...`, see pipelines/runners.py):
 
   embeddings recommend-batch --embeddings out/run/embeddings \\
-      --seen 'out/run/data/ratings.csv' --seen_skip_header_lines 1 \\
-      --output out/run/recommendations -k 10 [--format parquet]
+      --seen 'out/run/data/ratings.csv' --output out/run/recommendations \\
+      -k 10 [--format parquet]
 
 or from Python, with the same options as typed fields:
 
   report = recommend_batch(RecommendBatchOptions(
       embeddings="out/run/embeddings", output="out/run/recommendations",
-      seen="out/run/data/ratings.csv", seen_skip_header_lines=1))
+      seen="out/run/data/ratings.csv"))
 
-It writes (names from core.layout.RecommendationsLayout):
+The --seen CSV's delimiter and header are detected as `embeddings
+recommend` detects them (retrieval.recommend.ratings_format), so the
+generated ratings.csv and MovieLens u.data both work without flags. It
+writes (names from core.layout.RecommendationsLayout):
 
   OUT/recommendations-*.jsonl (or .parquet)   {"user", "items", "scores"}
       per user, best first
   OUT/dead_letter/part-*.jsonl   ratings rows without a user or item, users
       who rated but have no embedding, malformed user vector lines
-  OUT/run_report.json   the counts, the output prefix and the wall time
+  OUT/run_report.json   the counts, the users in, written and
+      dead-lettered, the output prefix and the wall time
 
 Scores rank items for a user: user . item (+ the item bias when the export
-has a `bias_<item>` table; see retrieval/recommend.py). The steps, and why
-they keep a worker's memory flat whatever the number of users, are in
-workflows/recommend_steps.py.
+has a `bias_<item>` table; see retrieval/recommend.py); exports of a model
+whose prediction is not that dot product (a dnn) are refused. The steps,
+and why they keep a worker's memory flat whatever the number of users, are
+in workflows/recommend_steps.py.
 """
 
-import argparse
 import dataclasses
 import json
 import logging
+import sys
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import apache_beam as beam
 
@@ -42,105 +47,90 @@ from core import flags
 from core import layout
 from pipelines import metrics
 from pipelines import runners
-from retrieval import index as index_lib
+from retrieval import recommend as recommend_lib
+from workflows import recommend_batch_options as options_lib
 from workflows import recommend_steps as steps
 
-JSONL = "jsonl"
-PARQUET = "parquet"
-FORMATS = (JSONL, PARQUET)
-_POSITIVE = "-k, --block_size and --item_block must be positive"
+COMMAND = "recommend-batch"
+# The job's options and parser live in recommend_batch_options (fast
+# --help); these names keep `recommend_batch.RecommendBatchOptions` working.
+RecommendBatchOptions = options_lib.RecommendBatchOptions
+flag_parser = options_lib.flag_parser
+JSONL = options_lib.JSONL
+PARQUET = options_lib.PARQUET
+# The exit status of a failure the user can fix (a missing table, a dnn
+# export, an unreadable --seen).
+USAGE_ERROR = 2
 
 
-def _columns(text) -> Tuple[str, ...]:
-  """'a, b,c' -> ('a', 'b', 'c'); empty names kept, so positions hold."""
-  return tuple(column.strip() for column in str(text).split(","))
-
-
-@dataclasses.dataclass(frozen=True)
-class RecommendBatchOptions:
-  """Everything one `embeddings recommend-batch` run needs; each field a flag.
+def _check_tables(options: RecommendBatchOptions) -> str:
+  """The user table's directory, once both tables fit together.
 
   Raises:
-    ValueError: a count that is not positive, or a value outside its
-      choices.
+    FileNotFoundError: a table is not in the export.
+    ValueError: the tables come from a model whose prediction is not their
+      dot product, or differ in dimension.
   """
-  embeddings: str = flags.option(
-      help="export directory (embeddings export --output)")
-  output: str = flags.option(
-      help="output directory (local, gs://, any Beam FS)")
-  user_table: str = flags.option("user", help="the user feature's table")
-  item_table: str = flags.option("movie", help="the item feature's table")
-  top_k: int = flags.option(10, short="k", help="recommendations per user")
-  output_format: str = flags.option(
-      JSONL, flag="format", choices=FORMATS,
-      help="file format of the recommendations")
-  block_size: int = flags.option(
-      512, help="users scored together (bounds worker memory)")
-  item_block: int = flags.option(
-      index_lib.DEFAULT_ITEM_BLOCK,
-      help="items scored at a time within a block")
-  no_bias: bool = flags.option(
-      False, help="ignore an exported item bias table")
-  seen: Optional[str] = flags.option(
-      None, help="ratings file pattern whose items are excluded")
-  seen_format: str = flags.option(
-      steps.CSV, choices=steps.SEEN_FORMATS,
-      help="format of the --seen files")
-  seen_columns: Tuple[str, ...] = flags.option(
-      ("user_id", "item_id", "rating", "timestamp"), parse=_columns,
-      help="CSV column names in file order")
-  seen_delimiter: str = flags.option(
-      ",", help="CSV delimiter (\\t for MovieLens u.data)")
-  seen_skip_header_lines: int = flags.option(
-      0, help="lines to skip at the start of each CSV file")
-  seen_id_type: str = flags.option(
-      steps.STRING_IDS, choices=steps.ID_TYPES,
-      help="type of the id features in TFRecord input")
-  user_key: str = flags.option(
-      "user_id", help="the user id column (feature) of --seen")
-  item_key: str = flags.option(
-      "item_id", help="the item id column (feature) of --seen")
-
-  def __post_init__(self):
-    if self.top_k < 1 or self.block_size < 1 or self.item_block < 1:
-      raise ValueError(_POSITIVE)
-    # argparse checks the choices of flags; this checks them for callers.
-    for flag, value, choices in (
-        ("--format", self.output_format, FORMATS),
-        ("--seen_format", self.seen_format, steps.SEEN_FORMATS),
-        ("--seen_id_type", self.seen_id_type, steps.ID_TYPES)):
-      if value not in choices:
-        raise ValueError(f"{flag} must be one of {', '.join(choices)}, got "
-                         f"{value!r}")
+  user_dir = artifacts.table_dir(options.embeddings, options.user_table)
+  user_meta = artifacts.read_metadata(user_dir)
+  item_meta = artifacts.read_metadata(
+      artifacts.table_dir(options.embeddings, options.item_table))
+  refusal = recommend_lib.score_refusal(options.embeddings, user_meta,
+                                        item_meta)
+  if refusal:
+    raise ValueError(refusal)
+  if int(user_meta["dimension"]) != int(item_meta["dimension"]):
+    raise ValueError(
+        f"user table {options.user_table!r} has dimension "
+        f"{user_meta['dimension']} and item table {options.item_table!r} "
+        f"{item_meta['dimension']}: scoring needs the user and item tables "
+        f"of one matrix-factorisation model")
+  return user_dir
 
 
-def flag_parser() -> argparse.ArgumentParser:
-  """The `embeddings recommend-batch` flags, one per options field."""
-  parser = argparse.ArgumentParser(
-      prog="embeddings recommend-batch",
-      description="Top-k unseen items for every user of a user table.")
-  flags.add_flags(parser, RecommendBatchOptions)
-  return parser
+def seen_csv_options(options: RecommendBatchOptions) -> RecommendBatchOptions:
+  """The options with the --seen CSV's delimiter, header and columns set.
 
+  What the flags leave unset is detected from the first line of the first
+  file --seen matches, exactly as `embeddings recommend` reads --seen
+  (retrieval.recommend.ratings_format).
 
-def _table_info(embeddings: str, table: str) -> Tuple[str, Dict[str, Any]]:
-  """A table's directory and metadata, read when the pipeline is built."""
-  directory = artifacts.table_dir(embeddings, table)
-  return directory, artifacts.read_metadata(directory)
+  Args:
+    options: the job's options.
+
+  Returns:
+    Options whose seen_delimiter, seen_skip_header_lines and seen_columns
+    are all set (unchanged options without a CSV --seen).
+
+  Raises:
+    ValueError: no file matches --seen, or its first line does not tell.
+  """
+  unset = None in (options.seen_delimiter, options.seen_skip_header_lines,
+                   options.seen_columns)
+  if not options.seen or options.seen_format != options_lib.CSV or not unset:
+    return options
+  matched = files.glob(options.seen)
+  if not matched:
+    raise ValueError(f"no file matches --seen {options.seen!r}")
+  with files.open_text(matched[0]) as handle:
+    first = handle.readline()
+  delimiter = options.seen_delimiter
+  found = recommend_lib.ratings_format(
+      first, options.user_key, options.item_key,
+      delimiter.encode().decode("unicode_escape") if delimiter else None)
+  return dataclasses.replace(
+      options, seen_delimiter=delimiter or found.delimiter,
+      seen_skip_header_lines=(int(found.has_header)
+                              if options.seen_skip_header_lines is None else
+                              options.seen_skip_header_lines),
+      seen_columns=options.seen_columns or found.columns)
 
 
 def _user_vectors(pipeline: beam.Pipeline, options: RecommendBatchOptions):
   """Reads the user table's vectors; outputs main and DEAD_LETTER."""
-  user_dir, user_meta = _table_info(options.embeddings, options.user_table)
-  _, item_meta = _table_info(options.embeddings, options.item_table)
-  dimension = int(user_meta["dimension"])
-  if dimension != int(item_meta["dimension"]):
-    raise ValueError(
-        f"user table {options.user_table!r} has dimension {dimension} and "
-        f"item table {options.item_table!r} {item_meta['dimension']}: "
-        f"scoring needs the user and item tables of one "
-        f"matrix-factorisation model")
-  parse = steps.ParseWord2VecLine(dimension,
+  user_dir = _check_tables(options)
+  user_meta = artifacts.read_metadata(user_dir)
+  parse = steps.ParseWord2VecLine(int(user_meta["dimension"]),
                                   artifacts.reserved_tokens(user_meta))
   return (pipeline
           | "ReadUserVectors" >> beam.io.ReadFromText(
@@ -151,10 +141,11 @@ def _user_vectors(pipeline: beam.Pipeline, options: RecommendBatchOptions):
 
 def _seen_pairs(pipeline: beam.Pipeline, options: RecommendBatchOptions):
   """Reads --seen as (user, item) pairs; outputs main and DEAD_LETTER."""
+  options = seen_csv_options(options)
   source = steps.seen_source(
       options.seen, file_format=options.seen_format,
-      columns=options.seen_columns, delimiter=options.seen_delimiter,
-      skip_header_lines=options.seen_skip_header_lines,
+      columns=options.seen_columns or (), delimiter=options.seen_delimiter or
+      ",", skip_header_lines=options.seen_skip_header_lines or 0,
       id_type=options.seen_id_type, user_key=options.user_key,
       item_key=options.item_key)
   return (pipeline
@@ -173,8 +164,8 @@ def build(pipeline: beam.Pipeline, options: RecommendBatchOptions) -> None:
 
   Raises:
     FileNotFoundError: a table is not in the export.
-    ValueError: the user and item tables differ in dimension, or the CSV
-      columns lack a key.
+    ValueError: the tables do not fit together or cannot be ranked by
+      their dot product, or --seen cannot be read (see seen_csv_options).
   """
   parsed = _user_vectors(pipeline, options)
   dead_letters = [parsed[steps.DEAD_LETTER]]
@@ -185,14 +176,18 @@ def build(pipeline: beam.Pipeline, options: RecommendBatchOptions) -> None:
     dead_letters += [pairs[steps.DEAD_LETTER], joined[steps.DEAD_LETTER]]
   else:
     users = parsed.users | "NothingSeen" >> beam.Map(steps.nothing_seen)
-  recommendations = users | "Recommend" >> steps.RecommendTopK(
-      steps.ItemLoader(options.embeddings, options.item_table,
-                       not options.no_bias),
-      options.top_k, options.block_size, options.item_block)
+  recommendations = (
+      users
+      | "Recommend" >> steps.RecommendTopK(
+          steps.ItemLoader(options.embeddings, options.item_table,
+                           not options.no_bias),
+          options.top_k, options.block_size, options.item_block)
+      | "CountWritten" >> beam.ParDo(steps.CountRecords("users_written")))
   paths = layout.RecommendationsLayout(options.output)
   if options.output_format == PARQUET:
     _ = recommendations | "WriteParquet" >> beam.io.WriteToParquet(
-        paths.prefix, steps.parquet_schema(), file_name_suffix=layout.PARQUET_SUFFIX)
+        paths.prefix, steps.parquet_schema(),
+        file_name_suffix=layout.PARQUET_SUFFIX)
   else:
     _ = (recommendations
          | "ToJson" >> beam.Map(json.dumps)
@@ -200,6 +195,8 @@ def build(pipeline: beam.Pipeline, options: RecommendBatchOptions) -> None:
              paths.prefix, file_name_suffix=layout.JSONL_SUFFIX))
   _ = (dead_letters
        | "MergeDeadLetters" >> beam.Flatten()
+       | "CountDeadLetters" >> beam.ParDo(
+           steps.CountRecords("dead_letters_written"))
        | "DeadLetterJson" >> beam.Map(json.dumps)
        | "WriteDeadLetters" >> beam.io.WriteToText(
            paths.dead_letter_prefix, file_name_suffix=layout.JSONL_SUFFIX))
@@ -209,6 +206,23 @@ def _counters(result) -> Dict[str, int]:
   counts = {name: 0 for name in steps.COUNTERS}
   counts.update(metrics.counter_totals(result, steps.NAMESPACE))
   return counts
+
+
+def user_accounting(counts: Dict[str, int]) -> Dict[str, int]:
+  """Where every user went: in = written + dead-lettered when none is lost.
+
+  Args:
+    counts: the job's counters.
+
+  Returns:
+    {"in", "written", "dead_lettered"}: users read from the user table
+    (valid lines and rejected ones) plus users who rated but have no
+    embedding; users written to the recommendations; and the rejected and
+    embedding-less users, who are in the dead letters.
+  """
+  dead = counts["user_lines_rejected"] + counts["users_without_embedding"]
+  return {"in": counts["users_read"] + dead,
+          "written": counts["users_written"], "dead_lettered": dead}
 
 
 def recommend_batch(options: RecommendBatchOptions,
@@ -221,12 +235,13 @@ def recommend_batch(options: RecommendBatchOptions,
 
   Returns:
     The run report, as written to run_report.json: the output prefix,
-    format, k, block size, every counter, and the wall time.
+    format, k, block size, every counter, the user accounting
+    (user_accounting), the files written and the wall time.
 
   Raises:
     FileNotFoundError: a table is not in the export.
-    ValueError: the tables do not fit together or --seen_columns lacks a
-      key.
+    ValueError: the tables do not fit together or cannot be ranked by
+      their dot product, or --seen cannot be read.
     runners.PresetError: the preset cannot be expanded.
   """
   started = time.time()
@@ -236,12 +251,16 @@ def recommend_batch(options: RecommendBatchOptions,
   result.wait_until_finish()
   counts = _counters(result)
   paths = layout.RecommendationsLayout(options.output)
+  suffix = (layout.PARQUET_SUFFIX if options.output_format == PARQUET else
+            layout.JSONL_SUFFIX)
   report = {
       "output": paths.prefix,
       "format": options.output_format,
       "k": options.top_k,
       "block_size": options.block_size,
       "counts": counts,
+      "users": user_accounting(counts),
+      "files": files.glob(f"{paths.prefix}-*{suffix}"),
       "wall_seconds": round(time.time() - started, 3),
   }
   files.write_json(paths.report, report)
@@ -269,6 +288,44 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   return recommend_batch(options, beam_args)
 
 
+def summary_line(report: Dict[str, Any]) -> str:
+  """The closing line: users, k, files and where they are.
+
+  Args:
+    report: recommend_batch's report.
+
+  Returns:
+    One line.
+  """
+  users = report["users"]
+  paths = layout.RecommendationsLayout(layout.split(report["output"])[0])
+  return (f"embeddings {COMMAND}: top {report['k']} items for "
+          f"{users['written']} of {users['in']} users in "
+          f"{len(report['files'])} {report['format']} file(s) under "
+          f"{paths.root}; {users['dead_lettered']} users and "
+          f"{report['counts']['seen_rows_rejected']} rating rows "
+          f"dead-lettered in {layout.split(paths.dead_letter_prefix)[0]}; "
+          f"report {paths.report}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """`embeddings recommend-batch`: runs the job, ends with a summary line.
+
+  Args:
+    argv: as for run().
+
+  Returns:
+    0, or USAGE_ERROR after one line on stderr when a table is missing,
+    the export cannot be ranked by dot products, or --seen cannot be read.
+  """
+  try:
+    report = run(argv)
+  except (FileNotFoundError, ValueError, runners.PresetError) as error:
+    print(f"embeddings {COMMAND}: {error}", file=sys.stderr)
+    return USAGE_ERROR
+  print(summary_line(report), file=sys.stderr)
+  return 0
+
+
 if __name__ == "__main__":
-  logging.getLogger().setLevel(logging.INFO)
-  run()
+  sys.exit(main())

@@ -20,11 +20,13 @@ number of users:
     Memory per worker is the item table plus block_size x item_block scores,
     whatever the number of users.
   * Items: loaded once per worker process (beam.utils.shared.Shared, in
-    DoFn.setup) from the artifact directory through tf.io.gfile, so gs://
+    DoFn.setup) from the artifact directory through core.files, so gs://
     paths work and no local path is baked into the job.
 
 Rejected records leave every step on the DEAD_LETTER tagged output as
-{"table", "reason", "raw"}.
+{"table", "reason", "raw"}. The counters account for every user: those
+read from the user table end up in `users_written`, the others in
+`user_lines_rejected` or `users_without_embedding` (both dead-lettered).
 """
 
 from typing import List, Optional, Sequence, Tuple
@@ -39,6 +41,7 @@ from tfx_bsl.public import tfxio
 
 from core import artifacts
 from retrieval import index as index_lib
+from workflows import recommend_batch_options as options_lib
 
 NAMESPACE = "recommend"
 # The tagged output of rejected records inside the graph.
@@ -46,16 +49,10 @@ DEAD_LETTER = "dead_letter"
 NO_EMBEDDING = "user has ratings but no row in the user table"
 MISSING_ID = "ratings row without a user or item id"
 BAD_VECTOR = "word2vec line with the wrong number of values"
-COUNTERS = ("users_read", "users_scored", "users_without_embedding",
-            "seen_rows_read", "seen_rows_rejected", "seen_items_unknown",
-            "blocks_scored", "user_lines_rejected")
-
-CSV = "csv"
-TFRECORD = "tfrecord"
-SEEN_FORMATS = (CSV, TFRECORD)
-STRING_IDS = "string"
-INT_IDS = "int"
-ID_TYPES = (STRING_IDS, INT_IDS)
+COUNTERS = ("users_read", "users_scored", "users_written",
+            "users_without_embedding", "seen_rows_read", "seen_rows_rejected",
+            "seen_items_unknown", "blocks_scored", "user_lines_rejected",
+            "dead_letters_written")
 _SEEN_BATCH_SIZE = 4096
 _TELEMETRY = ["embeddings", "recommend"]
 
@@ -248,6 +245,17 @@ class ScoreUserBlock(beam.DoFn):
              "scores": [float(s) for s in row_scores[keep]]}
 
 
+class CountRecords(beam.DoFn):
+  """Passes records through, counting them under `counter` (what is written)."""
+
+  def __init__(self, counter: str):
+    self._counter = Metrics.counter(NAMESPACE, counter)
+
+  def process(self, record):
+    self._counter.inc()
+    yield record
+
+
 class JoinSeen(beam.PTransform):
   """(user, vector) + (user, item) pairs -> (user, vector, sorted seen items).
 
@@ -292,7 +300,8 @@ class RecommendTopK(beam.PTransform):
 
 def _seen_schema(user_key: str, item_key: str, id_type: str):
   schema = schema_pb2.Schema()
-  kind = schema_pb2.INT if id_type == INT_IDS else schema_pb2.BYTES
+  kind = (schema_pb2.INT if id_type == options_lib.INT_IDS else
+          schema_pb2.BYTES)
   for name in (user_key, item_key):
     feature = schema.feature.add()
     feature.name = name
@@ -307,11 +316,12 @@ def seen_source(pattern: str, file_format: str, columns: Sequence[str],
 
   Args:
     pattern: the ratings file pattern.
-    file_format: CSV or TFRECORD (tf.Example).
+    file_format: CSV or TFRECORD (tf.Example; recommend_batch_options).
     columns: CSV column names in file order.
     delimiter: the CSV delimiter; backslash escapes (`\\t`) are decoded.
     skip_header_lines: CSV lines to skip at the start of each file.
-    id_type: STRING_IDS or INT_IDS, the type of the id features.
+    id_type: STRING_IDS or INT_IDS (recommend_batch_options), the type of
+      the id features.
     user_key: the user id column (feature).
     item_key: the item id column (feature).
 
@@ -323,7 +333,7 @@ def seen_source(pattern: str, file_format: str, columns: Sequence[str],
     ValueError: CSV columns that lack one of the keys.
   """
   schema = _seen_schema(user_key, item_key, id_type)
-  if file_format == CSV:
+  if file_format == options_lib.CSV:
     columns = list(columns)
     for key in (user_key, item_key):
       if key not in columns:

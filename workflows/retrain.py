@@ -6,6 +6,12 @@
         [--preprocess_args '--preset dataflow --project ...']
     embeddings rollback --root registry
 
+Each window is a dated folder: --data_pattern 'data/{date}' finds
+data/2024-01-07, data/20240108, data/2024-01-09T06 (workflows/windows.py).
+A run ends with one line: the window, the versions compared, promoted or
+not, and where the model or the run's report is; --verbose adds the drift
+and warm start numbers.
+
 One run handles one data window (the newest date the pattern matches, or
 --window):
 
@@ -15,13 +21,16 @@ One run handles one data window (the newest date the pattern matches, or
   2. warm-start from the current model: its tables are mapped to the new
      vocabularies by token (trainer/warmstart.py), so kept users and movies
      keep their vectors and new ones get rows, at the current model's
-     dimensions;
+     dimensions (--freeze_carried_rows: the kept rows stay frozen and only
+     the new rows train);
   3. train (trainer/task.py);
   4. evaluate the candidate and the current model on the same held-out
      rows: the window's raw eval rows as the preprocessing job wrote them,
      sent through each model's own serving signature (raw tf.Examples ->
      its transform graph -> model), so each model sees the rows through its
-     own vocabulary;
+     own vocabulary. Rows either model trained on (same user and item ids
+     as a row of its train split) are left out (workflows/gate.py says
+     when an earlier window's train split holds them);
   5. promote the candidate only if its metric is not worse than the current
      one's by more than --tolerance (a negative tolerance demands an
      improvement); the `current` pointer changes atomically;
@@ -36,10 +45,9 @@ retried, reusing its finished preprocessing output. Any failure leaves
 their metrics are in the marker.
 """
 
-import argparse
 import dataclasses
+import logging
 import os
-import shlex
 import socket
 import sys
 import time
@@ -50,6 +58,7 @@ import tensorflow as tf
 
 from core import files
 from core import flags
+from core import layout
 from core import outputs
 from pipelines import preprocess as preprocess_lib
 from trainer import config as config_lib
@@ -64,51 +73,10 @@ from transforms import spec as spec_lib
 from workflows import drift as drift_lib
 from workflows import gate as gate_lib
 from workflows import registry as registry_lib
+from workflows import retrain_options
 from workflows import windows
 from workflows.registry import Registry, RetrainError
-
-def _shell_words(text: str) -> Tuple[str, ...]:
-  return tuple(shlex.split(text))
-
-
-@dataclasses.dataclass(frozen=True)
-class RetrainOptions:
-  """Everything one `embeddings retrain` run needs; each field is a flag."""
-  spec_path: str = flags.option(help="the YAML feature spec", flag="spec")
-  data_pattern: str = flags.option(
-      help="data path with {date}, e.g. gs://b/ratings/{date}")
-  root: str = flags.option(
-      help="the model registry (current, versions/, runs/)")
-  window: Optional[str] = flags.option(
-      None, help="the date to train (default: the newest found)")
-  data_env: str = flags.option(
-      "DATA_DIR", help="the spec variable set to the window's path")
-  env: Tuple[Tuple[str, str], ...] = flags.option(
-      (), help="other spec variables (repeatable)", metavar="NAME=VALUE",
-      repeat=True, parse=spec_lib.parse_env_flags)
-  tolerance: float = flags.option(
-      0.01, help="how much worse than current the candidate may be (metric "
-                 "units; negative demands a gain)")
-  metric: Optional[str] = flags.option(
-      None, help="gate metric (default: rmse, or auc for binary)",
-      choices=tuple(metrics_lib.METRICS))
-  keep: int = flags.option(5, help="promoted versions to keep")
-  drift_items: int = flags.option(
-      100, help="frequent items the drift report compares")
-  drift_k: int = flags.option(10, help="neighbours per item in the drift "
-                                       "report")
-  holdout_max_rows: int = flags.option(
-      100_000, help="held-out rows both models are scored on, at most")
-  new_rows: str = flags.option(
-      warmstart.MEAN, choices=warmstart.NEW_ROW_MODES,
-      help="how rows of new tokens start (warm start)")
-  preprocess_args: Tuple[str, ...] = flags.option(
-      (), parse=_shell_words, metavar="ARGS",
-      help="extra `embeddings preprocess` flags (Beam options), one "
-           "shell-quoted string")
-  train_args: Tuple[str, ...] = flags.option(
-      (), parse=_shell_words, metavar="ARGS",
-      help="extra `embeddings train` flags, one shell-quoted string")
+from workflows.retrain_options import RetrainOptions
 
 
 @dataclasses.dataclass
@@ -199,11 +167,14 @@ class _Attempt:
     tables = warmstart.warm_start_tables(
         self.registry.model_dir(self.current), targets, spec=self.spec,
         old_preprocessed=self.registry.preprocessed_dir(self.current),
-        new_rows=self.options.new_rows, seed=config.seed)
+        new_rows=self.options.new_rows, seed=config.seed,
+        freeze_carried=self.options.freeze_carried_rows)
     self.report["warm_start"].update(
         {"from": self.current,
          "tables": {name: report.as_dict()
-                    for name, report in tables.reports.items()}})
+                    for name, report in tables.reports.items()},
+         "trainable": (spec_lib.NEW_ROWS if self.options.freeze_carried_rows
+                       else True)})
     return tables
 
   def train(self) -> None:
@@ -220,13 +191,35 @@ class _Attempt:
         "metrics", "steps", "epochs", "train_examples", "examples_per_sec",
         "wall_time_s", "embedding_dims")}
 
+  def _holdout(self, config: Dict[str, Any]) -> Tuple[Any, Any]:
+    """The window's held-out rows that neither model trained on."""
+    examples, labels = gate_lib.holdout_examples(
+        self.preprocessed, self.spec, self.options.holdout_max_rows)
+    features = [config[key] for key in ("user_feature", "item_feature")
+                if config.get(key)]
+    if not features:
+      raise RetrainError("the gate needs the model's user_feature or "
+                         "item_feature to know which held-out rows a model "
+                         "trained on; set them in the spec's model section")
+    trained_on = [self.preprocessed]
+    if self.current is not None:
+      trained_on.append(self.registry.preprocessed_dir(self.current))
+    unseen = gate_lib.unseen_rows(examples, self.spec, trained_on, features)
+    self.report["evaluation"] = {
+        "holdout_rows": int(unseen.sum()),
+        "holdout_rows_trained_on": int((~unseen).sum()),
+        "holdout_key": features}
+    if not unseen.any():
+      raise RetrainError(f"every one of the window's {len(labels)} held-out "
+                         f"rows is in a model's training data ({features})")
+    return examples[unseen], labels[unseen]
+
   def evaluate(self) -> Tuple[bool, str]:
-    """Scores candidate and current on the same rows; the gate's verdict."""
+    """Scores candidate and current on the same unseen rows; the verdict."""
     self.stage = "evaluate"
     task_name = self.result.report["task"]
     metric = self.options.metric or metrics_lib.default_metric(task_name)
-    examples, labels = gate_lib.holdout_examples(self.preprocessed, self.spec,
-                                        self.options.holdout_max_rows)
+    examples, labels = self._holdout(self.result.report.get("config") or {})
     candidate = metrics_lib.evaluate_raw(self.result.report["export_dir"],
                                          examples, labels, task_name)
     current = None
@@ -234,12 +227,12 @@ class _Attempt:
       current = metrics_lib.evaluate_raw(
           export.read_trained_model(self.registry.model_dir(
               self.current)).saved_model_dir, examples, labels, task_name)
-    self.report["evaluation"] = {
-        "holdout_rows": int(len(labels)), "metric": metric,
-        "candidate": candidate, "current": current,
-        "tolerance": self.options.tolerance}
+    self.report["evaluation"].update({
+        "metric": metric, "candidate": candidate, "current": current,
+        "tolerance": self.options.tolerance})
     return gate_lib.gate(metric, candidate[metric],
-                current[metric] if current else None, self.options.tolerance)
+                         current[metric] if current else None,
+                         self.options.tolerance)
 
   def drift(self) -> None:
     """Compares the item embeddings of the current and the candidate model."""
@@ -306,8 +299,7 @@ def retrain(options: RetrainOptions) -> RetrainResult:
   if window is None:
     found = windows.list_windows(options.data_pattern)
     if not found:
-      raise RetrainError(f"no data matches --data_pattern "
-                         f"{options.data_pattern!r}")
+      raise RetrainError(windows.no_windows_message(options.data_pattern))
     window = found[-1]
   data_path = windows.window_path(options.data_pattern, window)
   claimed = registry.claim(window)
@@ -342,16 +334,6 @@ def retrain(options: RetrainOptions) -> RetrainResult:
     return RetrainResult(window, registry_lib.FAILED, window, reason, report)
 
 
-def flag_parser() -> argparse.ArgumentParser:
-  """The `embeddings retrain` flags, one per RetrainOptions field."""
-  parser = argparse.ArgumentParser(
-      prog="embeddings retrain",
-      description="Preprocess the newest data window, warm-start, train, "
-                  "and promote the candidate if it passes the gate.")
-  flags.add_flags(parser, RetrainOptions)
-  return parser
-
-
 def options_from_args(argv: Sequence[str]) -> RetrainOptions:
   """Parses `embeddings retrain` flags into RetrainOptions.
 
@@ -364,7 +346,7 @@ def options_from_args(argv: Sequence[str]) -> RetrainOptions:
   Raises:
     RetrainError: a flag value cannot be used.
   """
-  args = flag_parser().parse_args(list(argv))
+  args = retrain_options.flag_parser().parse_args(list(argv))
   try:
     options = RetrainOptions(**flags.values_from_args(RetrainOptions, args))
   except ValueError as error:
@@ -375,21 +357,32 @@ def options_from_args(argv: Sequence[str]) -> RetrainOptions:
   return options
 
 
-def _summary(result: RetrainResult) -> str:
+def _summary(result: RetrainResult, root: str) -> str:
+  """The run's one line: window, versions compared, verdict, where."""
   report = result.report
-  lines = [f"embeddings retrain: window {result.window}: {result.status} "
-           f"({result.reason})"]
+  compared = (f"candidate {result.version} vs current {report['current']}"
+              if report.get("current") else f"candidate {result.version}")
+  where = f"report {layout.RegistryLayout(root).marker(result.window)}"
+  if result.status == registry_lib.SKIPPED:
+    compared = "nothing retrained"
+  elif result.status == registry_lib.PROMOTED:
+    where = f"model {layout.RegistryLayout(root).version(result.version)}"
+  return (f"embeddings retrain: window {result.window}: {compared}: "
+          f"{result.status} ({result.reason}); {where}")
+
+
+def _log_details(report: Dict[str, Any]) -> None:
+  """What --verbose adds: drift and per-table warm start counts."""
   drift = report.get("drift")
-  if drift and result.status != registry_lib.SKIPPED:
-    lines.append(f"  drift ({drift['feature']}, top {drift['items']} items): "
-                 f"neighbour overlap@{drift['k']} "
-                 f"{drift['neighbor_overlap_mean']:.3f}, Spearman "
-                 f"{drift['spearman_mean']:.3f}")
+  if drift:
+    logging.info("drift (%s, top %d items): neighbour overlap@%d %.3f, "
+                 "Spearman %.3f", drift["feature"], drift["items"],
+                 drift["k"], drift["neighbor_overlap_mean"],
+                 drift["spearman_mean"])
   for name, table in (report.get("warm_start") or {}).get("tables",
                                                            {}).items():
-    lines.append(f"  warm start {name}: kept {table['kept']}, new "
-                 f"{table['new']}, dropped {table['dropped']}")
-  return "\n".join(lines)
+    logging.info("warm start %s: kept %d, new %d, dropped %d", name,
+                 table["kept"], table["new"], table["dropped"])
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
@@ -408,7 +401,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
   except (RetrainError, spec_lib.SpecError) as error:
     print(f"embeddings retrain: error: {error}", file=sys.stderr)
     return 1
-  print(_summary(result), flush=True)
+  _log_details(result.report)
+  print(_summary(result, options.root), flush=True)
   return 1 if result.status == registry_lib.FAILED else 0
 
 
@@ -421,11 +415,8 @@ def rollback(argv: Optional[Sequence[str]] = None) -> int:
   Returns:
     0 on success, 1 when there is nothing to roll back to.
   """
-  parser = argparse.ArgumentParser(
-      prog="embeddings rollback",
-      description="Point `current` back to the previously promoted version.")
-  parser.add_argument("--root", required=True, help="the model registry")
-  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  args = retrain_options.rollback_parser().parse_args(
+      sys.argv[1:] if argv is None else argv)
   try:
     left, target = registry_lib.rollback(args.root)
   except RetrainError as error:

@@ -18,11 +18,12 @@ from trainer import config as config_lib
 from trainer import models
 from transforms import feature_info as feature_info_lib
 from transforms import spec as spec_lib
+from workflows import tune_options
 
 DIM_PREFIX = "dim_"
 MF_DIM = "mf_dim"
-DEFAULT_L2_RANGE = (1e-5, 1e-1)
-DEFAULT_LEARNING_RATE_RANGE = (3e-4, 3e-2)
+DEFAULT_L2_RANGE = tune_options.DEFAULT_L2_RANGE
+DEFAULT_LEARNING_RATE_RANGE = tune_options.DEFAULT_LEARNING_RATE_RANGE
 
 
 @dataclasses.dataclass(frozen=True)

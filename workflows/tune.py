@@ -18,19 +18,23 @@ seeded) searches
 * the learning rate, log-uniform over --learning_rate_range;
 
 training one model per trial with `trainer.task.train` (the flags above fix
-everything else) and scoring it on the eval split: RMSE for regression
-(minimised), AUC for binary (maximised), or --metric. At the end the trials
-are printed as a table, `tune_report.json` is written to --model_dir, and the
-best trial is written back as a spec: the input YAML with its `model:`
-section holding the winning values, `embedding_dims` and `mf_dim` included,
-so `embeddings train --spec tuned.yaml` on the same preprocessed data trains
-the best trial's model (the dimensions are the trainer's overrides, resolved
-by transforms/dims.py like every other dimension).
+everything else) and scoring it on rows held out of the training split
+(--validation_fraction, 0.1 unless given; 0 is refused): RMSE for
+regression (minimised), AUC for binary (maximised), or --metric. The eval
+split (for MovieLens the test fold `embeddings evaluate` reports) is never
+read by a trial: only the chosen setting is trained once more, in
+`best/`, and evaluated on it, once, as the study's test metric. At the
+end the trials are printed as a table, `tune_report.json` is written to
+--model_dir, and the best trial is written back as a spec: the input YAML
+with its `model:` section holding the winning values, `embedding_dims` and
+`mf_dim` included, so `embeddings train --spec tuned.yaml` on the same
+preprocessed data trains the best trial's model (the dimensions are the
+trainer's overrides, resolved by transforms/dims.py like every other
+dimension).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -47,52 +51,48 @@ from core import layout
 from core import outputs
 from trainer import config as config_lib
 from trainer import metrics as metrics_lib
+from trainer import report as report_lib
 from trainer import task
 from transforms import feature_info as feature_info_lib
 from transforms import spec as spec_lib
 from workflows import search_space as search_space_lib
+from workflows import tune_options
 
 # The trainer fields a study sets on every trial, beside the L2 strengths.
 _TUNED_FIELDS = ("learning_rate", "embedding_dims", search_space_lib.MF_DIM)
 
-
-def _range(text: str) -> Tuple[float, float]:
-  low, high = flags.comma_list(text, float)
-  return low, high
-
-
-@dataclasses.dataclass(frozen=True)
-class TuneOptions:
-  """The study's own options (every `embeddings train` flag sets the base)."""
-  output: str = flags.option(help="the tuned spec YAML to write")
-  trials: int = flags.option(20, help="trials to train")
-  study_seed: int = flags.option(0, help="seeds the TPE sampler")
-  metric: Optional[str] = flags.option(
-      None, choices=tuple(sorted(metrics_lib.METRICS)),
-      help="score on the eval split (default rmse, or auc for binary)")
-  l2_range: Tuple[float, float] = flags.option(
-      search_space_lib.DEFAULT_L2_RANGE, parse=_range, metavar="LOW,HIGH",
-      help="range of the L2 strengths, searched log-uniformly")
-  learning_rate_range: Tuple[float, float] = flags.option(
-      search_space_lib.DEFAULT_LEARNING_RATE_RANGE, parse=_range,
-      metavar="LOW,HIGH",
-      help="range of the learning rate, searched log-uniformly")
-  timeout_s: Optional[float] = flags.option(
-      None, help="start no trial after this many seconds")
-  storage: Optional[str] = flags.option(
-      None, help="Optuna storage URL to keep/resume the study (e.g. "
-                 "sqlite:///study.db)")
-  study_name: Optional[str] = flags.option(
-      None, help="the study's name in --storage")
+TuneOptions = tune_options.TuneOptions
+# The parser lives in workflows/tune_options.py (no TensorFlow: a fast
+# --help).
+flag_parser = tune_options.flag_parser
 
 
-def _score(report: Mapping[str, Any], metric: str) -> float:
-  value = report["metrics"].get(metric)
+def _score(metrics: Optional[Mapping[str, Any]], metric: str,
+           task_name: str) -> float:
+  value = (metrics or {}).get(metric)
   if value is None:
     raise config_lib.ConfigError(
-        f"--metric {metric}: the {report['task']} report has "
-        f"{sorted(report['metrics'])}")
+        f"--metric {metric}: the {task_name} validation metrics are "
+        f"{sorted(metrics or {})}")
   return float(value)
+
+
+def with_tune_defaults(base: config_lib.TrainerConfig,
+                       given: Mapping[str, Any]) -> config_lib.TrainerConfig:
+  """The base config with tune's own default validation fraction.
+
+  Args:
+    base: the config the flags and the spec make.
+    given: the trainer flags given on the command line.
+
+  Returns:
+    `base` with validation_fraction DEFAULT_VALIDATION_FRACTION when
+    neither a flag nor the spec set one.
+  """
+  if "validation_fraction" in given or base.validation_fraction:
+    return base
+  return dataclasses.replace(
+      base, validation_fraction=tune_options.DEFAULT_VALIDATION_FRACTION)
 
 
 def tuned_spec_yaml(spec_path: str, model_fields: Mapping[str, Any],
@@ -168,7 +168,9 @@ def _best_number(study: optuna.Study) -> Optional[int]:
 def tune(base: config_lib.TrainerConfig, spec: spec_lib.FeatureSpec,
          options: TuneOptions
         ) -> Tuple[optuna.Study, search_space_lib.SearchSpace]:
-  """Runs the study: one training run per trial, scored on the eval split.
+  """Runs the study: one training run per trial, scored on validation rows.
+
+  Trials never read the eval split (evaluate_chosen does, for the chosen one).
 
   Args:
     base: the config every trial starts from (its model_dir is the study's
@@ -181,11 +183,17 @@ def tune(base: config_lib.TrainerConfig, spec: spec_lib.FeatureSpec,
 
   Raises:
     core.outputs.UnfinishedOutputError: the preprocessed data is missing.
-    config.ConfigError: a bad range, metric or trial count.
+    config.ConfigError: a bad range, metric or trial count, or no
+      validation fraction.
   """
   if options.trials <= 0:
     raise config_lib.ConfigError(f"--trials: must be > 0, got "
                                  f"{options.trials}")
+  if not base.validation_fraction:
+    raise config_lib.ConfigError(
+        "--validation_fraction: tune scores trials on rows held out of the "
+        "training split; 0 would leave only the eval split (the test set) "
+        "to score them on (default 0.1)")
   outputs.require_finished_output(base.preprocessed_dir)
   infos = feature_info_lib.read_feature_info(base.preprocessed_dir)
   space = search_space_lib.search_space(base, spec, infos, options.l2_range,
@@ -208,13 +216,14 @@ def tune(base: config_lib.TrainerConfig, spec: spec_lib.FeatureSpec,
     # tables.
     files.remove_tree(config.model_dir)
     started = time.perf_counter()
-    result = task.train(config, spec)
-    value = _score(result.report, metric)
+    result = task.train(config, spec, evaluate_test=False)
+    value = _score(result.report["validation_metrics"], metric,
+                   result.report["task"])
     trial.set_user_attr("seconds", time.perf_counter() - started)
     trial.set_user_attr("model_dir", config.model_dir)
-    trial.set_user_attr("metrics", result.report["metrics"])
+    trial.set_user_attr("metrics", result.report["validation_metrics"])
     trial.set_user_attr("embedding_dims", result.report["embedding_dims"])
-    print(f"trial {trial.number}: {metric}={value:.4f} "
+    print(f"trial {trial.number}: validation {metric}={value:.4f} "
           f"{dict(sorted(trial.params.items()))}", flush=True)
     # Trials build new graphs and variables; free the last one's.
     keras.backend.clear_session()
@@ -225,53 +234,83 @@ def tune(base: config_lib.TrainerConfig, spec: spec_lib.FeatureSpec,
   return study, space
 
 
-def flag_parser() -> argparse.ArgumentParser:
-  """The `embeddings tune` flags.
+def best_config(study: optuna.Study, space: search_space_lib.SearchSpace,
+                base: config_lib.TrainerConfig, model_dir: str
+               ) -> config_lib.TrainerConfig:
+  """The best trial's config, training in `model_dir`.
+
+  Args:
+    study: a study with a finished trial.
+    space: its search space.
+    base: the config every trial started from.
+    model_dir: where the config trains.
 
   Returns:
-    `embeddings train`'s parser (the base config of every trial; --model_dir
-    becomes the study's work directory) plus TuneOptions' flags.
+    The config (export off, like the trials').
   """
-  parser = task.flag_parser()
-  parser.prog = "embeddings tune"
-  parser.description = ("Search embedding sizes, L2 and learning rate with "
-                        "Optuna; write the best config as a spec.")
-  for action in parser._actions:  # pylint: disable=protected-access
-    if action.dest == "model_dir":
-      action.help = "study work directory: trial_NNN/ and tune_report.json"
-  flags.add_flags(parser, TuneOptions)
-  return parser
+  return search_space_lib.suggest_config(
+      optuna.trial.FixedTrial(study.best_trial.params), space, base,
+      model_dir)
+
+
+def evaluate_chosen(study: optuna.Study, space: search_space_lib.SearchSpace,
+              base: config_lib.TrainerConfig, spec: spec_lib.FeatureSpec
+             ) -> Dict[str, Any]:
+  """Trains the chosen setting once more and tests it on the eval split.
+
+  The only read of the eval split in a study.
+
+  Args:
+    study: the finished study.
+    space: its search space.
+    base: the config every trial started from.
+    spec: the feature spec.
+
+  Returns:
+    The run's report (metrics: the eval split's, validation_metrics: the
+    held-out rows'), trained in TuneLayout(base.model_dir).best.
+  """
+  config = best_config(study, space, base,
+                       layout.TuneLayout(base.model_dir).best.root)
+  files.remove_tree(config.model_dir)
+  return task.train(config, spec).report
 
 
 def _write_results(study: optuna.Study,
                    space: search_space_lib.SearchSpace,
                    base: config_lib.TrainerConfig, spec_path: str,
                    given: Mapping[str, Any], options: TuneOptions,
-                   metric: str) -> Dict[str, Any]:
+                   metric: str, tested: Mapping[str, Any]) -> Dict[str, Any]:
   """Writes the tuned spec and tune_report.json; returns the report."""
   best = study.best_trial
-  best_config = search_space_lib.suggest_config(
-      optuna.trial.FixedTrial(best.params), space, base,
-      best.user_attrs.get("model_dir", ""))
+  chosen = best_config(study, space, base,
+                       best.user_attrs.get("model_dir", ""))
   # The flags the study ran with and what it tuned make the best config.
   fields = [field for field in config_lib.MODEL_FIELDS
             if field in given or field in _TUNED_FIELDS + space.l2_fields]
-  model_fields = {field: _yaml_value(getattr(best_config, field))
-                  for field in fields if getattr(best_config, field)
-                  is not None and getattr(best_config, field) != ()}
+  model_fields = {field: _yaml_value(getattr(chosen, field))
+                  for field in fields if getattr(chosen, field)
+                  is not None and getattr(chosen, field) != ()}
   header = (f"Tuned by `embeddings tune` from {spec_path}: best of "
             f"{len(study.trials)} trials (study seed {options.study_seed}), "
-            f"trial {best.number}, eval {metric} {best.value:.4f}.")
+            f"trial {best.number}, validation {metric} {best.value:.4f} "
+            f"(test {metric} {tested['metrics'][metric]:.4f}).")
   text = tuned_spec_yaml(spec_path, model_fields, header)
   os.makedirs(os.path.dirname(os.path.abspath(options.output)), exist_ok=True)
   with open(options.output, "w", encoding="utf-8") as handle:
     handle.write(text)
   report = {
       "metric": metric, "direction": metrics_lib.METRICS[metric],
+      "scored_on": "validation",
+      "validation_fraction": base.validation_fraction,
       "best": {"trial": best.number, "value": best.value,
                "params": best.params,
                "embedding_dims": best.user_attrs.get("embedding_dims"),
                "model_dir": best.user_attrs.get("model_dir")},
+      "test": {"split": tested["eval_split"], "metrics": tested["metrics"],
+               "validation_metrics": tested["validation_metrics"],
+               "baseline": tested["baseline"]["test"],
+               "model_dir": tested["model_dir"]},
       "search_space": {"dims": {k: list(v) for k, v in space.dims.items()},
                        "l2_fields": list(space.l2_fields),
                        "l2_range": list(space.l2_range),
@@ -303,25 +342,37 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   try:
     options = TuneOptions(**flags.values_from_args(TuneOptions, args))
-    base = task.config_from_args(args)
+    given = config_lib.values_from_args(args)
+    base = with_tune_defaults(task.config_from_args(args), given)
     spec = task.load_spec(base)
     study, space = tune(base, spec, options)
+    metric = options.metric or metrics_lib.default_metric(
+        base.resolve_task(spec))
+    print(format_trials(study, f"val_{metric}"), flush=True)
+    if _best_number(study) is None:
+      print("embeddings tune: no trial finished", file=sys.stderr)
+      return 1
+    tested = evaluate_chosen(study, space, base, spec)
   except (config_lib.ConfigError, spec_lib.SpecError, ValueError,
           FileNotFoundError) as error:
     print(f"embeddings tune: {error}", file=sys.stderr)
     return 2
-  metric = options.metric or metrics_lib.default_metric(
-      base.resolve_task(spec))
-  print(format_trials(study, metric), flush=True)
-  if _best_number(study) is None:
-    print("embeddings tune: no trial finished", file=sys.stderr)
-    return 1
-  _write_results(study, space, base, args.spec_path,
-                 config_lib.values_from_args(args), options, metric)
+  _write_results(study, space, base, args.spec_path, given, options, metric,
+                 tested)
   best = study.best_trial
-  print(f"best trial {best.number}: {metric}={best.value:.4f}; tuned spec "
-        f"written to {options.output}", flush=True)
+  name = report_lib.metric_name(metric)
+  print(f"embeddings tune: best of {len(study.trials)} trials is trial "
+        f"{best.number} (validation {name} {best.value:.4f}); tested once "
+        f"on the {tested['eval_split']} split: {name} "
+        f"{tested['metrics'][metric]:.4f} (global mean "
+        f"{tested['baseline']['test'][metric]:.4f}) -> {options.output} "
+        f"({layout.TuneLayout(base.model_dir).report})", flush=True)
   return 0
+
+
+# The entry point `embeddings tune` calls (after parsing its flags with
+# tune_options.flag_parser).
+main = run
 
 
 def _yaml_value(value: Any) -> Any:

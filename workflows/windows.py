@@ -50,6 +50,22 @@ def list_windows(pattern: str) -> List[str]:
   return sorted(dates)
 
 
+def no_windows_message(pattern: str) -> str:
+  """Why no window was found, and how a dated window folder is named.
+
+  Args:
+    pattern: the --data_pattern that matched nothing.
+
+  Returns:
+    One line: what the pattern looked for and an example path.
+  """
+  return (f"no data matches --data_pattern {pattern!r}: it looks for "
+          f"{pattern.replace(DATE_PLACEHOLDER, '*')!r} where * is a date "
+          f"(2024-01-07, 20240107 or 2024-01-07T06); put each window in "
+          f"its own dated folder, e.g. "
+          f"{pattern.replace(DATE_PLACEHOLDER, '2024-01-07')!r}")
+
+
 def window_path(pattern: str, window: str) -> str:
   """The data path of one window.
 

@@ -56,6 +56,9 @@ class FeatureKind(str):
   # Whether a warm start may reuse rows only by number, at equal parameters
   # (rows are hash or quantile buckets, with no token of their own).
   ROWS_BY_NUMBER: ClassVar[bool] = False
+  # Whether value_tokens gives the tokens of one raw row (a side table's
+  # group_feature must).
+  GIVES_VALUE_TOKENS: ClassVar[bool] = False
 
   def __new__(cls):
     return super().__new__(cls, cls.NAME)
@@ -202,6 +205,18 @@ class FeatureKind(str):
       ValueError: a learned vocabulary is missing or has the wrong length.
     """
     return [artifacts.bucket_token(i) for i in range(info.size)]
+
+  def value_tokens(self, feature, row: Mapping[str, Any]) -> List[str]:
+    """The tokens one raw row gives, in order (GIVES_VALUE_TOKENS kinds).
+
+    Args:
+      feature: the feature.
+      row: the row's source columns -> parsed values.
+
+    Returns:
+      The tokens, empty ones dropped.
+    """
+    raise NotImplementedError(f"kind {self} gives no tokens per row")
 
   def row_labels(self, feature, spec, tokens: Sequence[str]) -> List[str]:
     """A readable label per row, for the projector and for people."""

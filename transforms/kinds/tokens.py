@@ -25,6 +25,7 @@ class Tokens(base.FeatureKind):
 
   NAME = "tokens"
   FIELDS = ("source", "delimiter", "flag_columns") + base.VOCABULARY_OPTIONS
+  GIVES_VALUE_TOKENS = True
 
   def parse(self, raw: Mapping[str, Any], context: base.ParseContext
            ) -> Dict[str, Any]:
@@ -98,6 +99,14 @@ class Tokens(base.FeatureKind):
     pieces = tf.strings.split(inputs[feature.source], sep=feature.delimiter)
     pieces = tf.strings.strip(pieces)
     return tf.ragged.boolean_mask(pieces, tf.strings.length(pieces) > 0)
+
+  def value_tokens(self, feature, row):
+    if feature.flag_columns:
+      return [token for column, token in feature.flag_columns
+              if row[column] > 0]
+    pieces = (piece.strip() for piece in row[feature.source].split(
+        feature.delimiter))
+    return [piece for piece in pieces if piece]
 
   def transform(self, feature, inputs, members, spec):
     # SparseTensor, not RaggedTensor: tf.Transform writes a rank-2 sparse

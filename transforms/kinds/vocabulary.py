@@ -20,6 +20,7 @@ class Vocabulary(base.FeatureKind):
 
   NAME = "vocabulary"
   FIELDS = ("source",) + base.VOCABULARY_OPTIONS
+  GIVES_VALUE_TOKENS = True
 
   def parse(self, raw: Mapping[str, Any], context: base.ParseContext
            ) -> Dict[str, Any]:
@@ -35,6 +36,10 @@ class Vocabulary(base.FeatureKind):
 
   def static_size(self, feature):
     return None
+
+  def value_tokens(self, feature, row):
+    value = str(row[feature.source]).strip()
+    return [value] if value else []
 
   def transform(self, feature, inputs, members, spec):
     ids = base.apply_vocabulary(feature, base.as_string(inputs[feature.source]))
