@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import generate
-from pipelines import preprocess
 from trainer import config as config_lib
 from trainer import serving
 from trainer import task
@@ -43,14 +41,10 @@ def _joined_rows(data_dir, limit):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(synthetic_data, synthetic_preprocessed, tmp_path_factory):
   root = str(tmp_path_factory.mktemp("serving_columns"))
   run = types.SimpleNamespace()
-  data = os.path.join(root, "data")
-  generate.run(["--output", data, "--rows", "1500", "--seed", "4"])
-  preprocessed = os.path.join(root, "preprocessed")
-  preprocess.run(["--spec", SPEC, "--output", preprocessed,
-                  "--env", f"DATA_DIR={data}"])
+  data, preprocessed = synthetic_data, synthetic_preprocessed
   run.spec = loader.load_spec(SPEC, {"DATA_DIR": data})
   run.rows = _joined_rows(data, 40)
   for name, flags in (("mf", {"model_type": "mf"}),

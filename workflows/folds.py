@@ -175,8 +175,10 @@ def run_ml100k_folds(ml100k_dir: str, spec_path: str, work_dir: str,
                              work.model(fold).root, train_values or {})
     per_fold[fold] = report["metrics"]
     reports[fold] = {k: v for k, v in report.items() if k != "config"}
-    shown = {k: round(v, 4) for k, v in per_fold[fold].items()}
-    print(f"fold {fold}: {shown}", flush=True)
+    shown = ", ".join(f"{name} {value:.4f}" for name, value
+                      in per_fold[fold].items() if name != "examples")
+    print(f"fold {fold}: {shown} on {per_fold[fold]['examples']:,} test rows",
+          flush=True)
   return {"folds": per_fold, "summary": summarize_folds(per_fold),
           "reports": reports}
 
