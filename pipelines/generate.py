@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -266,8 +266,25 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
       block_rows=args.block_rows)
   summary = generate(args.output, params, chunk_rows=args.chunk_rows)
   logging.info("generated %s", summary)
-  print(json.dumps(summary))
+  print(summary_line(args.output, summary))
   return summary
+
+
+def summary_line(output: str, summary: Dict[str, Any]) -> str:
+  """The one line `embeddings generate` ends with.
+
+  Args:
+    output: the folder written.
+    summary: what `generate` returned.
+
+  Returns:
+    The line: rows, users, items, clusters, time and where.
+  """
+  return (f"embeddings generate: {summary['rows']:,} ratings of "
+          f"{summary['users']:,} users x {summary['items']:,} items "
+          f"({summary['clusters']} planted clusters) in "
+          f"{summary['seconds']:.1f} s -> {output} (ratings.csv, users.csv, "
+          f"items.csv)")
 
 
 if __name__ == "__main__":

@@ -26,9 +26,12 @@ def test_known_job_errors_are_one_line_and_status_1(tmp_path, capsys):
   assert not (tmp_path / "out").exists()
 
 
-def test_generate_runs_through_the_cli(tmp_path):
+def test_generate_runs_through_the_cli(tmp_path, capsys):
   output = tmp_path / "data"
   assert embeddings_cli.main(["generate", "--output", str(output),
                               "--rows", "2000", "--seed", "3"]) == 0
+  line = capsys.readouterr().out.strip()
+  assert line.startswith("embeddings generate: 2,000 ratings of "), line
+  assert line.endswith(f"-> {output} (ratings.csv, users.csv, items.csv)")
   with open(output / "ratings.csv") as ratings:
     assert sum(1 for _ in ratings) == 2001  # header + rows
