@@ -59,8 +59,11 @@ def test_a_fold_run_saves_its_table_and_report(ml100k_preprocessed,
       "--spec", "configs/movielens100k.yaml", "--work_dir", str(work),
       "--model_type", "mf", "--epochs", "1", "--steps_per_epoch", "20",
       "--no-export"]) == 0
-  last = capsys.readouterr().out.splitlines()[-1]
+  out = capsys.readouterr().out
+  last = out.splitlines()[-1]
+  assert "u1 " in out and "mean" in out and "+-" in out
   report = json.loads((work / "folds_report.json").read_text())
+  assert report["folds"]["u1"]["examples"] == 20000
   rmse, mae = report["folds"]["u1"]["rmse"], report["folds"]["u1"]["mae"]
   assert report["summary"]["rmse"] == {"mean": rmse, "std": 0.0}
   assert report["reports"]["u1"]["steps"] == 20

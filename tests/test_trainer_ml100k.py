@@ -228,29 +228,6 @@ def test_bad_spec_model_section_is_refused_before_training(
   assert "does not exist" in capsys.readouterr().err
 
 
-def test_fold_protocol_trains_and_scores_each_fold(ml100k_preprocessed,
-                                                   ml100k_dir, tmp_path,
-                                                   capsys):
-  work = tmp_path / "folds"
-  (work / "u1").mkdir(parents=True)
-  # u1 is already preprocessed by the session fixture (same spec and env):
-  # a finished fold directory is reused instead of preprocessed again.
-  os.symlink(ml100k_preprocessed, work / "u1" / "preprocessed")
-  assert folds.run([
-      "--ml100k_folds", ml100k_dir, "--folds", "u1",
-      "--spec", "configs/movielens100k.yaml", "--work_dir", str(work),
-      "--output", str(tmp_path / "folds.json"),
-      "--model_type", "mf", "--epochs", "1", "--steps_per_epoch", "40",
-      "--no-export", "--keras_verbose", "0"]) == 0
-  out = capsys.readouterr().out
-  result = json.loads((tmp_path / "folds.json").read_text())
-  fold = result["folds"]["u1"]
-  assert fold["examples"] == 20000
-  assert result["reports"]["u1"]["steps"] == 40
-  assert result["summary"]["rmse"] == {"mean": fold["rmse"], "std": 0.0}
-  assert "u1 " in out and "mean" in out and "+-" in out
-
-
 def test_fold_summary_is_mean_and_population_std():
   summary = folds.summarize_folds({
       "u1": {"rmse": 0.90, "mae": 0.70, "examples": 10},
