@@ -9,6 +9,8 @@ ML100K_DIR ?= $(abspath ../shared/data/ml-100k)
 export ML100K_DIR
 RUN_DIR ?= out/run
 ROWS ?= 200000
+# Test processes (pytest-xdist); a file's tests stay in one process, in order.
+TEST_WORKERS ?= 2
 
 .PHONY: setup run test bench ml100k-folds clean
 
@@ -44,7 +46,7 @@ run: setup
 	@echo "   Projector:       $(BIN)/tensorboard --logdir $(RUN_DIR)/projector  (the PROJECTOR tab)"
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

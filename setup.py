@@ -38,7 +38,7 @@ setuptools.setup(
     install_requires=REQUIRED,
     # Only what tests and benchmarks use: install_requires is staged onto
     # every Dataflow worker.
-    extras_require={"test": ["pytest>=8", "gensim>=4.3"],
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "gensim>=4.3"],
                     "bench": ["psutil>=5.9", "hnswlib>=0.8"]},
     entry_points={"console_scripts": ["embeddings = embeddings_cli:main"]},
 )

@@ -52,7 +52,7 @@ from pipelines import inputs
 from pipelines import options as options_lib
 from pipelines import preprocess
 from pipelines import runners
-from pipelines import steps
+from pipelines import job
 from transforms import spec as spec_lib
 
 PIPELINE_SUFFIX = ".pipeline.json"
@@ -170,8 +170,10 @@ def build_job(options: preprocess.PreprocessOptions,
   with tempfile.TemporaryDirectory(prefix="tft-dryrun-") as local_temp:
     pipeline = beam.Pipeline(options=plan.pipeline_options)
     with tft_beam.Context(temp_dir=tft_temp_dir or local_temp):
-      steps.build_pipeline(pipeline, plan.spec, plan.rules, staging,
-                           options.num_shards, options.raw_eval)
+      job.build_pipeline(pipeline, plan.spec, plan.rules, staging,
+                           options.num_shards, options.raw_eval,
+                           reread_input=preprocess.reads_input_twice(
+                               options, plan.spec, plan.pipeline_options))
     result = pipeline.run()
   return _describe(result.job)
 

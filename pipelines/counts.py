@@ -11,6 +11,9 @@ as one JSON file (layout.PreprocessedLayout.counts):
   ("rejected", table, reason)   dead letters per table and reason
   ("lost", table, side table)   main rows rejected because their side row
                                 was (rejected_side_row)
+  ("analyzed", "train")         train rows the analysis read; equal to the
+                                train rows written, also when the job read
+                                its main table twice
 
 For the main table, rows read = rows written + rows rejected + blank
 lines: `check_rejections` refuses an output where they do not add up.
@@ -30,6 +33,7 @@ BLANK = "blank"
 WRITTEN = "written"
 REJECTED = "rejected"
 LOST = "lost"
+ANALYZED = "analyzed"
 
 Counts = Mapping[Tuple[str, ...], int]
 
@@ -101,6 +105,7 @@ def summarize_counts(counts: Counts, tables: Sequence[str],
       lost.setdefault(key[1], {})[key[2]] = value
   totals = {table: sum(reasons.values()) for table, reasons in rejected.items()}
   return {"rows_read": read, "rows_blank": blank, "rows_written": written,
+          "rows_analyzed": counts.get((ANALYZED, layout.TRAIN)),
           "raw_rows_written": raw, "rows_rejected": rejected,
           "rows_rejected_total": totals,
           "rows_lost_to_rejected_side_rows": lost}
@@ -126,7 +131,8 @@ def check_rejections(summary: Mapping[str, Mapping], main_table: str,
   Raises:
     RejectedRowsError: a table's rejected fraction is above max_fraction.
     EmptyInputError: a table had no rows at all.
-    UnreconciledCountsError: the main table's counts do not add up.
+    UnreconciledCountsError: the main table's counts do not add up, or
+      the analysis saw other train rows than the transform wrote.
   """
   blank = summary.get("rows_blank", {})
   for table, read in summary["rows_read"].items():
@@ -152,6 +158,13 @@ def check_rejections(summary: Mapping[str, Mapping], main_table: str,
         f"but {written} written + "
         f"{summary['rows_rejected_total'].get(main_table, 0)} rejected + "
         f"{blank.get(main_table, 0)} blank = {accounted}")
+  analyzed = summary.get("rows_analyzed")
+  if (analyzed is not None
+      and analyzed != summary["rows_written"][layout.TRAIN]):
+    raise UnreconciledCountsError(
+        f"input '{main_table}': the analysis read {analyzed} train rows but "
+        f"the transform wrote {summary['rows_written'][layout.TRAIN]}; the "
+        f"input changed while the job read it twice (see --input_passes)")
   if summary["rows_written"][layout.TRAIN] == 0:
     raise EmptyInputError(f"no row of input '{main_table}' reached the train "
                           f"split")

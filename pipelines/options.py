@@ -71,6 +71,9 @@ def generate_parser() -> argparse.ArgumentParser:
   return parser
 
 
+AUTO_PASSES = "auto"
+
+
 @dataclasses.dataclass(frozen=True)
 class PreprocessOptions:
   """One preprocessing run: what it reads, where it writes, what it accepts.
@@ -93,6 +96,13 @@ class PreprocessOptions:
       False, help="also write the eval split's raw rows as tf.Examples "
                   f"({layout.RAW_EVAL}/), the rows a model's raw serving "
                   f"signature is scored on")
+  input_passes: str = flags.option(
+      AUTO_PASSES, choices=(AUTO_PASSES, "one", "two"),
+      help="read the main table twice (an analysis pass, then a transform "
+           "pass: memory flat in the rows on local runners) or once (the "
+           "runner holds the rows between analysis and transform: Dataflow "
+           "spills them to disk); auto: once on Dataflow or when an input "
+           "is BigQuery, else twice")
 
 
 def preprocess_parser(prog: str = "embeddings preprocess"

@@ -1,7 +1,8 @@
 """`embeddings preprocess`: raw tables -> TFRecords + tf.Transform graph.
 
 A Beam + tf.Transform job in the shape of apache_beam/examples/wordcount.py
-(its steps are in pipelines/steps.py):
+(the job is assembled in pipelines/job.py from the steps in
+pipelines/steps.py):
 
   read (CSV / Parquet / TFRecord files, BigQuery tables or queries, in
         batches)
@@ -62,7 +63,7 @@ from pipelines import options as options_lib
 from pipelines import progress
 from pipelines import rows as rows_lib
 from pipelines import runners
-from pipelines import steps
+from pipelines import job
 from transforms import feature_info as feature_info_lib
 from transforms import loader
 from transforms import spec as spec_lib
@@ -167,12 +168,35 @@ def plan_job(options: PreprocessOptions,
                  _input_report(spec, found), warnings)
 
 
+def reads_input_twice(options: PreprocessOptions, spec: spec_lib.FeatureSpec,
+                      pipeline_options: PipelineOptions) -> bool:
+  """Whether the job reads its main table twice (job.build_pipeline).
+
+  Args:
+    options: the job's options (input_passes).
+    spec: the feature spec.
+    pipeline_options: Beam's options.
+
+  Returns:
+    True for "two"; for "auto", unless an input is BigQuery (a query read
+    twice may return other rows, and is billed twice) or the runner spills
+    what crosses stages to disk (runners.spills_between_stages).
+  """
+  if options.input_passes != options_lib.AUTO_PASSES:
+    return options.input_passes == "two"
+  if any(spec.inputs[name].is_bigquery for name in spec.used_tables):
+    return False
+  return not runners.spills_between_stages(pipeline_options)
+
+
 def _run_pipeline(plan: JobPlan, options: PreprocessOptions, staging: str):
   pipeline = beam.Pipeline(options=plan.pipeline_options)
+  twice = reads_input_twice(options, plan.spec, plan.pipeline_options)
   with tft_beam.Context(temp_dir=layout.PreprocessedLayout(staging).tft_temp):
-    steps.build_pipeline(pipeline, plan.spec, plan.rules, staging,
-                         options.num_shards, options.raw_eval)
-  progress.start()
+    job.build_pipeline(pipeline, plan.spec, plan.rules, staging,
+                         options.num_shards, options.raw_eval,
+                         reread_input=twice)
+  progress.start(reread_input=twice)
   result = pipeline.run()
   result.wait_until_finish()
   return result
@@ -238,6 +262,8 @@ def _write_report(plan: JobPlan, options: PreprocessOptions, staging: str,
       "names": {feature: layout.PreprocessedLayout(options.output).names(
           feature) for feature in sorted(spec.named_tables())},
       "max_rejected_fraction": plan.max_rejected_fraction,
+      "input_passes": 2 if reads_input_twice(
+          options, spec, plan.pipeline_options) else 1,
       "warnings": plan.warnings,
       "beam_options": plan.beam_args,
       "wall_time_s": round(time.time() - started, 3),

@@ -282,6 +282,24 @@ def expand_preset(pipeline_args: List[str]) -> List[str]:
   return _expand_portable(rest)
 
 
+def spills_between_stages(options: beam_options.PipelineOptions) -> bool:
+  """Whether the runner keeps what crosses stages off the heap (on disk).
+
+  Dataflow's shuffle does; the local runners (DirectRunner's FnApiRunner)
+  keep every such element in memory, so a job that must stay flat in
+  memory there avoids making a large PCollection wait for a later stage.
+
+  Args:
+    options: the pipeline's options.
+
+  Returns:
+    True for the Dataflow runners.
+  """
+  runner = options.view_as(beam_options.StandardOptions).runner or ""
+  name = runner if isinstance(runner, str) else type(runner).__name__
+  return "Dataflow" in name
+
+
 def preset_options(pipeline_args: Optional[List[str]] = None
                   ) -> beam_options.PipelineOptions:
   """PipelineOptions from arguments that may hold a preset.

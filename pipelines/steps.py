@@ -1,40 +1,14 @@
-"""The Beam steps of `embeddings preprocess`, in the shape of wordcount.py.
+"""The read, parse and join steps of `embeddings preprocess`.
 
-`build_pipeline` adds the whole job to a pipeline; every step has a label
-that is unique at the top level, so the runner's UI and the Dataflow job
-file name each stage:
-
-  Read<T> -> Parse<T>            each table, in batches (sources.py,
-                                 parsers.py); T is MainTrain/MainEval or
-                                 Main, and Side<Table>
-  Rejected<Table>Keys -> ...ToDict
-                                 the side rows its parser rejected, so a
-                                 join names why a main row found none
-  Collect<Table>Names -> Write<Table>Names
-                                 a side table's names files (names.py)
-  Drop<Table>Names               display columns, before the join
-  Join<Table>                    each side table (joins.py)
-  SplitAndConvert                train/eval, to TFXIO batches (split.py)
-  CountTrainRows -> SumTrainRows -> AnnounceAnalysis
-                                 a progress line once train is read
-                                 (progress.py)
-  Analyze -> WriteTransformFn    tf.Transform, on train only
-  Transform<S> -> Announce<S> -> Schema<S> -> Encode<S> -> Write<S>
-                                 S = Train, Eval: tf.Example TFRecords
-  EncodeEvalRaw -> WriteEvalRaw  with raw_eval: the eval split's raw rows
-  FlattenDeadLetters -> DeadLettersToJson -> WriteDeadLetters
-  CountDeadLetters, FlattenCounts -> SumCounts -> CollectCounts
-      -> CountsToJson -> WriteCounts   the counts the run report sums
-                                       (pipelines/counts.py)
+Each table is read and parsed in batches (sources.py, parsers.py), side
+tables' rejected keys and names are collected, and side tables are joined
+onto the main table (joins.py). `pipelines.job.build_pipeline` assembles
+these steps, the split, tf.Transform and the writes into the whole job.
 """
-
-import functools
-import json
-from typing import List, Mapping, NamedTuple, Optional
+from typing import List, Mapping, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
-import tensorflow_transform.beam as tft_beam
 from apache_beam.metrics import Metrics
 from tfx_bsl.coders import example_coder
 from tfx_bsl.public import tfxio
@@ -49,19 +23,21 @@ from pipelines import rows as rows_lib
 from pipelines import sinks
 from pipelines import sources
 from pipelines import split as split_lib
-from transforms import preprocessing
 from transforms import spec as spec_lib
 
 METRICS_NAMESPACE = "embeddings.preprocess"
 _DEAD = joins_lib.DEAD_LETTER_TAG
-_COUNTS = "counts"
+COUNTS_TAG = "counts"
+# Appended to the labels of the analysis pass's steps (ReadMainForAnalysis,
+# ...); the transform pass keeps the plain labels.
+ANALYSIS_SUFFIX = "ForAnalysis"
 
 
 class ParseBatches(beam.DoFn):
   """Raw batches of one table -> typed RecordBatches, dead letters, counts."""
 
   def __init__(self, rules: rows_lib.TableRules, fmt: str,
-               split_name: Optional[str]):
+               split_name: Optional[str], phase: Optional[str] = None):
     """Builds the parser.
 
     Args:
@@ -69,12 +45,20 @@ class ParseBatches(beam.DoFn):
       fmt: csv, parquet, tfrecord or bigquery.
       split_name: stamp rows with this split (tables with eval_path), or
         None.
+      phase: the pass whose progress lines count these rows (progress.py),
+        or None for none (side tables, read once and quickly).
     """
     self._rules = rules
     self._format = fmt
     self._split_name = split_name
+    self._phase = phase
     self._decoder = None
-    self._read = Metrics.counter(METRICS_NAMESPACE, f"{rules.table}_rows_read")
+    # Each pass over the main table has its own counter, so a Beam UI shows
+    # how far each pass is.
+    prefix = "" if phase in (None, progress.ONE_PASS, progress.TRANSFORM_PASS) \
+        else f"{phase}_"
+    self._read = Metrics.counter(METRICS_NAMESPACE,
+                                 f"{prefix}{rules.table}_rows_read")
 
   def setup(self):
     if self._format == "tfrecord":
@@ -89,15 +73,16 @@ class ParseBatches(beam.DoFn):
       return parsers.parse_row_dicts(self._rules, raw)
     return parsers.parse_examples(self._rules, raw, self._decoder)
 
-  def process(self, raw):
+  def process(self, raw, total_rows=None):
     batch, letters, read, blank = self._parse(raw)
     self._read.inc(read)
-    progress.rows_read(read)
+    if self._phase is not None:
+      progress.rows_read(self._phase, read, total_rows)
     yield beam.pvalue.TaggedOutput(
-        _COUNTS, ((counts_lib.READ, self._rules.table), read))
+        COUNTS_TAG, ((counts_lib.READ, self._rules.table), read))
     if blank:
       yield beam.pvalue.TaggedOutput(
-          _COUNTS, ((counts_lib.BLANK, self._rules.table), blank))
+          COUNTS_TAG, ((counts_lib.BLANK, self._rules.table), blank))
     for letter in letters:
       yield beam.pvalue.TaggedOutput(_DEAD, letter)
     if batch.num_rows:
@@ -152,7 +137,7 @@ class EncodeExamples(beam.DoFn):
     records = self._encoder.encode(batch)
     self._written.inc(len(records))
     yield beam.pvalue.TaggedOutput(
-        _COUNTS, ((counts_lib.WRITTEN, self._split_name), len(records)))
+        COUNTS_TAG, ((counts_lib.WRITTEN, self._split_name), len(records)))
     if records:
       yield sinks.frame_records(records)
 
@@ -171,7 +156,8 @@ class ParsedTable(NamedTuple):
 
 
 def parse_table(raw: beam.PCollection, fmt: str, rules: rows_lib.TableRules,
-                split_name: Optional[str], label: str) -> ParsedTable:
+                split_name: Optional[str], label: str,
+                phase: Optional[str] = None, total_rows=None) -> ParsedTable:
   """Parses and validates one table's raw batches (the step after read).
 
   Args:
@@ -180,21 +166,17 @@ def parse_table(raw: beam.PCollection, fmt: str, rules: rows_lib.TableRules,
     rules: the table's rules.
     split_name: stamp rows with this split (tables with eval_path), or None.
     label: a unique step label (the step is "Parse<label>").
+    phase: the pass whose progress lines count the rows, or None.
+    total_rows: an AsSingleton of the rows the pass will read, or None.
 
   Returns:
     The valid rows, dead letters and read counts.
   """
+  side_inputs = {} if total_rows is None else {"total_rows": total_rows}
   parsed = raw | f"Parse{label}" >> beam.ParDo(
-      ParseBatches(rules, fmt, split_name)).with_outputs(
-          _DEAD, _COUNTS, main="rows")
-  return ParsedTable(parsed.rows, parsed[_DEAD], parsed[_COUNTS])
-
-
-def _read_and_parse(pipeline, table: spec_lib.InputTable,
-                    pattern: Optional[str], rules: rows_lib.TableRules,
-                    split_name: Optional[str], label: str) -> ParsedTable:
-  raw = sources.read_table(pipeline, table, pattern, f"Read{label}")
-  return parse_table(raw, table.format, rules, split_name, label)
+      ParseBatches(rules, fmt, split_name, phase), **side_inputs).with_outputs(
+          _DEAD, COUNTS_TAG, main="rows")
+  return ParsedTable(parsed.rows, parsed[_DEAD], parsed[COUNTS_TAG])
 
 
 class JoinedRows(NamedTuple):
@@ -214,7 +196,8 @@ class JoinedRows(NamedTuple):
 
 
 def _read_main(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
-               rules: rows_lib.TableRules) -> JoinedRows:
+               rules: rows_lib.TableRules, suffix: str, phase: str,
+               total_rows=None) -> JoinedRows:
   """The main table's rows, from its path and, if given, its eval_path."""
   main = spec.main_table
   patterns = [(main.path, None if main.eval_path is None else layout.TRAIN)]
@@ -222,12 +205,14 @@ def _read_main(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
     patterns.append((main.eval_path, layout.EVAL))
   parts = []
   for pattern, split_name in patterns:
-    label = f"Main{split_name.capitalize() if split_name else ''}"
-    parts.append(_read_and_parse(pipeline, main, pattern, rules, split_name,
-                                 label))
+    label = f"Main{split_name.capitalize() if split_name else ''}{suffix}"
+    raw = sources.read_table(pipeline, main, pattern, f"Read{label}")
+    parts.append(parse_table(raw, main.format, rules, split_name, label,
+                             phase, total_rows))
   batches = parts[0].rows
   if len(parts) > 1:
-    batches = [part.rows for part in parts] | "FlattenMain" >> beam.Flatten()
+    batches = ([part.rows for part in parts]
+               | f"FlattenMain{suffix}" >> beam.Flatten())
   schema = rules.schema
   if main.eval_path is not None:
     schema = schema.append(pa.field(rows_lib.SPLIT_COLUMN, pa.int8()))
@@ -235,18 +220,47 @@ def _read_main(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
                     [part.counts for part in parts])
 
 
-def _join_side(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
-               join: spec_lib.Join, side_rules: rows_lib.TableRules,
-               joined: JoinedRows,
-               out: Optional[layout.PreprocessedLayout]) -> JoinedRows:
-  """Reads one side table and joins it onto `joined`, as the spec says how.
+class SideTable(NamedTuple):
+  """One side table, read once and joined onto every pass over the main rows.
 
-  With `out`, also writes the names files the side table gives.
+  Attributes:
+    join: the spec's join.
+    rules: the rules of the columns the join adds (display columns
+      dropped).
+    rows: its valid rows, as RecordBatches of `rules`' columns.
+    built: with a broadcast join, the singleton joins.SideTable; else None.
+    rejected: the side input rejected_keys gives.
+    dead_letters: PCollections of its dead letters (parser, build).
+    counts: its read counts.
+  """
+  join: spec_lib.Join
+  rules: rows_lib.TableRules
+  rows: beam.PCollection
+  built: Optional[beam.PCollection]
+  rejected: object
+  dead_letters: List[beam.PCollection]
+  counts: beam.PCollection
+
+
+def read_side_table(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
+                    join: spec_lib.Join, side_rules: rows_lib.TableRules,
+                    out: Optional[layout.PreprocessedLayout]) -> SideTable:
+  """Reads, parses and validates one side table, ready to join.
+
+  Args:
+    pipeline: the Beam pipeline.
+    spec: the feature spec.
+    join: the spec's join of this table.
+    side_rules: the table's rules.
+    out: where to write the names files the table gives (none when None).
+
+  Returns:
+    The SideTable.
   """
   side = spec.inputs[join.table]
   label = join.table.capitalize()
-  parsed = _read_and_parse(pipeline, side, side.path, side_rules, None,
-                           f"Side{label}")
+  raw = sources.read_table(pipeline, side, side.path, f"ReadSide{label}")
+  parsed = parse_table(raw, side.format, side_rules, None, f"Side{label}")
   if out is not None:
     names_lib.write_names(parsed.rows, spec, join.table, side_rules, out)
   dead_letters = [parsed.dead_letters]
@@ -258,30 +272,88 @@ def _join_side(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
   if join_rules is not side_rules:
     side_rows = parsed.rows | f"Drop{label}Names" >> beam.Map(
         _select_columns, list(join_rules.schema.names))
+  built = None
   if join.how == "broadcast":
-    built = (side_rows
-             | f"Collect{label}" >> beam.combiners.ToList()
-             | f"Build{label}" >> beam.ParDo(
-                 joins_lib.BuildSideTable(join_rules)).with_outputs(
-                     _DEAD, main="table"))
-    dead_letters.append(built[_DEAD])
+    result = (side_rows
+              | f"Collect{label}" >> beam.combiners.ToList()
+              | f"Build{label}" >> beam.ParDo(
+                  joins_lib.BuildSideTable(join_rules)).with_outputs(
+                      _DEAD, main="table"))
+    dead_letters.append(result[_DEAD])
+    built = result.table
+  return SideTable(join, join_rules, side_rows, built, rejected, dead_letters,
+                   parsed.counts)
+
+
+def _join_side(spec: spec_lib.FeatureSpec, side: SideTable,
+               joined: JoinedRows, suffix: str) -> JoinedRows:
+  """Joins one side table onto `joined`, as the spec says how."""
+  join = side.join
+  label = f"{join.table.capitalize()}{suffix}"
+  if side.built is not None:
     result = joined.batches | f"Join{label}" >> beam.ParDo(
         joins_lib.BroadcastJoin(join.table, join.by, spec.main),
-        side=beam.pvalue.AsSingleton(built.table),
-        rejected=rejected).with_outputs(_DEAD, main="joined")
+        side=beam.pvalue.AsSingleton(side.built),
+        rejected=side.rejected).with_outputs(_DEAD, main="joined")
     batches = result.joined
   else:
     result = joined.batches | f"Join{label}" >> joins_lib.ShuffleJoin(
-        side_rows, join_rules, join.by, spec.main, joined.schema, rejected)
+        side.rows, side.rules, join.by, spec.main, joined.schema,
+        side.rejected)
     batches = result["joined"]
-  dead_letters.append(result[_DEAD])
-  return JoinedRows(batches, joins_lib.joined_schema(joined.schema, join_rules),
-                    joined.dead_letters + dead_letters,
-                    joined.counts + [parsed.counts])
+  return JoinedRows(batches, joins_lib.joined_schema(joined.schema, side.rules),
+                    joined.dead_letters + [result[_DEAD]], joined.counts)
 
 
 def _select_columns(batch: pa.RecordBatch, names: List[str]) -> pa.RecordBatch:
   return batch.select(names)
+
+
+def read_side_tables(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
+                     rules: Mapping[str, rows_lib.TableRules],
+                     out: Optional[layout.PreprocessedLayout] = None
+                    ) -> List[SideTable]:
+  """Every joined table, read once (read_side_table), in the spec's order.
+
+  Args:
+    pipeline: the Beam pipeline.
+    spec: the feature spec.
+    rules: table name -> TableRules.
+    out: where to write the side tables' names files (none when None).
+
+  Returns:
+    One SideTable per join.
+  """
+  return [read_side_table(pipeline, spec, join, rules[join.table], out)
+          for join in spec.joins]
+
+
+def join_main(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
+              rules: Mapping[str, rows_lib.TableRules],
+              sides: Sequence[SideTable], suffix: str = "",
+              phase: str = progress.ONE_PASS, total_rows=None) -> JoinedRows:
+  """One pass over the main table: read, parse, validate, join every side.
+
+  Args:
+    pipeline: the Beam pipeline.
+    spec: the feature spec.
+    rules: table name -> TableRules.
+    sides: read_side_tables' result.
+    suffix: appended to every step label of this pass (unique labels when
+      a job reads the main table twice).
+    phase: the progress lines' name of this pass (progress.py).
+    total_rows: an AsSingleton of the rows this pass will read (for an
+      ETA), or None.
+
+  Returns:
+    The joined main batches, their schema, and the dead letters and read
+    counts of this pass's steps (not the side tables').
+  """
+  joined = _read_main(pipeline, spec, rules[spec.main], suffix, phase,
+                      total_rows)
+  for side in sides:
+    joined = _join_side(spec, side, joined, suffix)
+  return joined
 
 
 def read_and_join(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
@@ -294,125 +366,20 @@ def read_and_join(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
     pipeline: the Beam pipeline.
     spec: the feature spec.
     rules: table name -> TableRules (main and every joined table).
-    out: where to write the side tables' names files (none when None).
+    out: where to write the names files (none when None).
 
   Returns:
-    The joined main batches, their schema, dead letters and read counts.
+    The joined main batches, their schema, and every dead letter and read
+    count (the side tables' included).
   """
-  joined = _read_main(pipeline, spec, rules[spec.main])
-  for join in spec.joins:
-    joined = _join_side(pipeline, spec, join, rules[join.table], joined, out)
-  return joined
+  sides = read_side_tables(pipeline, spec, rules, out)
+  joined = join_main(pipeline, spec, rules, sides)
+  return with_sides(joined, sides)
 
 
-def _split(batches: beam.PCollection, spec: spec_lib.FeatureSpec):
-  """SplitAndConvert: joined batches -> TFXIO batches tagged by split."""
-  split = spec.split
-  return batches | "SplitAndConvert" >> beam.ParDo(split_lib.SplitAndConvert(
-      spec.raw_column_types(), split.key if split else None,
-      split.eval_fraction if split else 0.0,
-      split.seed if split else 0)).with_outputs(layout.TRAIN, layout.EVAL)
-
-
-def _write_examples(batches: beam.PCollection, split_name: str, label: str,
-                    out: layout.PreprocessedLayout, num_shards: int,
-                    schema=None) -> beam.PCollection:
-  """Encode<label> -> Write<label>; returns the written-rows counts."""
-  encoded = batches | f"Encode{label}" >> beam.ParDo(
-      EncodeExamples(split_name), schema=schema).with_outputs(
-          _COUNTS, main="records")
-  _ = encoded.records | f"Write{label}" >> sinks.WriteFramedTFRecords(
-      out.shard_prefix(split_name), file_name_suffix=layout.TFRECORD_SUFFIX,
-      num_shards=num_shards)
-  return encoded[_COUNTS]
-
-
-def _schema_of(metadata):
-  return metadata.schema
-
-
-def _transform_and_write(batches: beam.PCollection, adapter_config,
-                         transform_fn, split_name: str,
-                         out: layout.PreprocessedLayout,
-                         num_shards: int) -> beam.PCollection:
-  """Transform<S> with the train split's transform_fn, then encode, write."""
-  label = split_name.capitalize()
-  transformed, metadata = (
-      ((batches, adapter_config), transform_fn)
-      | f"Transform{label}" >> tft_beam.TransformDataset(
-          output_record_batches=True))
-  # After TransformDataset, which waits for the analysis: the first
-  # transformed batch marks the end of analyzing.
-  transformed = transformed | f"Announce{label}" >> beam.ParDo(
-      progress.AnnounceFirst("analyzed; transforming and writing"))
-  schema = (metadata.deferred_metadata
-            | f"Schema{label}" >> beam.Map(_schema_of))
-  return _write_examples(transformed, split_name, label, out, num_shards,
-                         schema=beam.pvalue.AsSingleton(schema))
-
-
-def _to_json_line(record) -> str:
-  return json.dumps(record, sort_keys=True)
-
-
-def _write_dead_letters(dead_letters: List[beam.PCollection],
-                        out: layout.PreprocessedLayout) -> beam.PCollection:
-  """Writes every dead letter as a JSON line; returns their counts."""
-  all_dead = dead_letters | "FlattenDeadLetters" >> beam.Flatten()
-  _ = (all_dead
-       | "DeadLettersToJson" >> beam.Map(_to_json_line)
-       | "WriteDeadLetters" >> beam.io.WriteToText(
-           out.dead_letter_prefix, file_name_suffix=layout.JSONL_SUFFIX))
-  return all_dead | "CountDeadLetters" >> beam.ParDo(CountDeadLetters())
-
-
-def _write_counts(counts: List[beam.PCollection],
-                  out: layout.PreprocessedLayout) -> None:
-  """Sums every (kind, ...) -> rows pair into the one counts file."""
-  _ = (counts
-       | "FlattenCounts" >> beam.Flatten()
-       | "SumCounts" >> beam.CombinePerKey(sum)
-       | "CollectCounts" >> beam.combiners.ToList()
-       | "CountsToJson" >> beam.Map(counts_lib.counts_json)
-       | "WriteCounts" >> beam.io.WriteToText(out.counts,
-                                              shard_name_template=""))
-
-
-def build_pipeline(pipeline: beam.Pipeline, spec: spec_lib.FeatureSpec,
-                   rules: Mapping[str, rows_lib.TableRules], staging: str,
-                   num_shards: int = 0, raw_eval: bool = False) -> None:
-  """Adds the whole preprocessing job to `pipeline`.
-
-  Must run inside a tft_beam.Context.
-
-  Args:
-    pipeline: the Beam pipeline.
-    spec: the feature spec.
-    rules: table name -> TableRules (main and every joined table).
-    staging: the staging output directory (layout.PreprocessedLayout).
-    num_shards: TFRecord shards per split (0: the runner decides).
-    raw_eval: also write the eval split's raw rows as tf.Examples
-      (layout.RAW_EVAL).
-  """
-  out = layout.PreprocessedLayout(staging)
-  joined = read_and_join(pipeline, spec, rules, out)
-  counts = list(joined.counts)
-  split = _split(joined.batches, spec)
-  progress.announce_analysis(split[layout.TRAIN])
-  adapter_config = split_lib.tensor_adapter_config(spec.raw_column_types())
-  transform_fn = ((split[layout.TRAIN], adapter_config)
-                  | "Analyze" >> tft_beam.AnalyzeDataset(
-                      functools.partial(preprocessing.preprocessing_fn,
-                                        spec=spec)))
-  _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
-  for split_name in layout.SPLITS:
-    counts.append(_transform_and_write(split[split_name], adapter_config,
-                                       transform_fn, split_name, out,
-                                       num_shards))
-  if raw_eval:
-    # The rows TransformEval reads, before any transform: each model's raw
-    # serving signature can then be scored on the same held-out rows.
-    counts.append(_write_examples(split[layout.EVAL], layout.RAW_EVAL,
-                                  "EvalRaw", out, num_shards))
-  counts.append(_write_dead_letters(joined.dead_letters, out))
-  _write_counts(counts, out)
+def with_sides(joined: JoinedRows, sides: Sequence[SideTable]) -> JoinedRows:
+  """Adds the side tables' dead letters and counts to one pass's."""
+  dead_letters = [letters for side in sides for letters in side.dead_letters]
+  return joined._replace(
+      dead_letters=joined.dead_letters + dead_letters,
+      counts=joined.counts + [side.counts for side in sides])

@@ -21,13 +21,20 @@ faiss IndexHNSWFlat), because:
     rows, instead of trusting one setting for every data set.
 
 `build_index` gives small tables the exact index and large ones this one.
+
+Ranking by `user . item + item_bias` (batch recommendation) is a maximum
+inner-product search: `augment_items` appends the bias to every item and
+`augment_queries` a 1 to every user, so the inner products of the augmented
+vectors are those scores exactly and the same IVF index (metric "dot")
+serves them; `calibrate_queries` calibrates it on user vectors, and
+`search_unseen` leaves out each user's seen items.
 `python -m benchmarks.retrieval_bench` measures it against faiss' flat index
 (and, with --hnsw, against hnswlib); the README lists the results.
 """
 
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import faiss
 import numpy as np
@@ -38,6 +45,9 @@ from retrieval import index as index_lib
 # the sampling error of calibrating on 500 queries (a standard error of
 # about 0.003 at this recall), so other queries still see 0.95.
 DEFAULT_TARGET_RECALL = 0.96
+# Rows above which build_index (and `recommend-batch --index auto`) search
+# approximately.
+APPROXIMATE_THRESHOLD = 200_000
 
 
 @dataclasses.dataclass
@@ -93,8 +103,34 @@ class ApproximateIndex:
     self._quantizer = quantizer
     self.nprobe = int(nprobe or min(self.nlist, max(8, self.nlist // 64)))
 
+  @classmethod
+  def from_bytes(cls, data: bytes, metric: str,
+                 nprobe: int) -> "ApproximateIndex":
+    """An index `to_bytes` wrote, ready to search (but not to calibrate).
+
+    Args:
+      data: to_bytes' output.
+      metric: the metric it was built with.
+      nprobe: cells visited per query.
+
+    Returns:
+      The index; its `vectors` is None (faiss holds the rows).
+    """
+    index = cls.__new__(cls)
+    index.metric = metric
+    index.vectors = None
+    index._index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
+    index._quantizer = None
+    index.nlist = int(index._index.nlist)
+    index.nprobe = nprobe
+    return index
+
+  def to_bytes(self) -> bytes:
+    """The faiss index serialized (from_bytes reads it back)."""
+    return faiss.serialize_index(self._index).tobytes()
+
   def __len__(self) -> int:
-    return int(self.vectors.shape[0])
+    return int(self._index.ntotal)
 
   @property
   def nprobe(self) -> int:
@@ -157,6 +193,40 @@ class ApproximateIndex:
                         for row_ids, own in zip(found, rows)])
       return recall_at_k(found, truth)
 
+    return self._settle(recall_with, target_recall, len(rows))
+
+  def calibrate_queries(self, queries: np.ndarray,
+                        target_recall: float = DEFAULT_TARGET_RECALL,
+                        k: int = 10) -> Calibration:
+    """Sets nprobe to the smallest value reaching a recall target on queries.
+
+    For searches whose queries are not the table's rows (users against an
+    item table); recall is measured against exact search of the same
+    queries.
+
+    Args:
+      queries: [q, d] query vectors, as search() takes them.
+      target_recall: recall@k to reach.
+      k: results per query.
+
+    Returns:
+      The chosen setting and the recall it measured.
+    """
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if self.metric == index_lib.COSINE:
+      queries = index_lib.normalize(queries)
+    k = min(k, len(self))
+    _, truth = index_lib.top_k(queries, self.vectors, k)
+
+    def recall_with(nprobe: int) -> float:
+      self.nprobe = nprobe
+      return recall_at_k(self.search(queries, k)[1], truth)
+
+    return self._settle(recall_with, target_recall, len(queries))
+
+  def _settle(self, recall_with: Callable[[int], float], target_recall: float,
+              sample: int) -> Calibration:
+    """Finds and sets the smallest nprobe whose recall_with meets the target."""
     # Grow nprobe geometrically until the target is met, then bisect back
     # to the smallest value that still meets it.
     low, high = 0, 1
@@ -173,7 +243,7 @@ class ApproximateIndex:
       else:
         low = middle
     self.nprobe = best
-    return Calibration(nprobe=best, recall=best_recall, sample=len(rows),
+    return Calibration(nprobe=best, recall=best_recall, sample=sample,
                        target=target_recall)
 
 
@@ -201,7 +271,8 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def build_index(vectors: np.ndarray, approximate: Optional[bool] = None,
-                metric: str = index_lib.COSINE, threshold: int = 200_000,
+                metric: str = index_lib.COSINE,
+                threshold: int = APPROXIMATE_THRESHOLD,
                 target_recall: float = DEFAULT_TARGET_RECALL):
   """An exact index for small tables, a calibrated approximate one for big.
 
@@ -222,3 +293,97 @@ def build_index(vectors: np.ndarray, approximate: Optional[bool] = None,
   index = ApproximateIndex(vectors, metric=metric)
   index.calibrate(target_recall=target_recall)
   return index
+
+
+def augment_items(vectors: np.ndarray,
+                  bias: Optional[np.ndarray]) -> np.ndarray:
+  """[items | bias], whose inner products with [users | 1] are the scores.
+
+  The score is user . item + bias (a zero column stands for no bias).
+
+  Args:
+    vectors: [n, d] item vectors.
+    bias: optional [n] item bias.
+
+  Returns:
+    float32 [n, d + 1].
+  """
+  vectors = np.asarray(vectors, dtype=np.float32)
+  column = (np.zeros(len(vectors), np.float32) if bias is None else
+            np.asarray(bias, dtype=np.float32).ravel())
+  return np.ascontiguousarray(np.column_stack([vectors, column]))
+
+
+def augment_queries(queries: np.ndarray) -> np.ndarray:
+  """[queries | 1]: the query side of augment_items.
+
+  Args:
+    queries: [q, d] user vectors.
+
+  Returns:
+    float32 [q, d + 1].
+  """
+  queries = np.asarray(queries, dtype=np.float32)
+  return np.ascontiguousarray(np.column_stack(
+      [queries, np.ones(len(queries), np.float32)]))
+
+
+ExactFallback = Callable[[np.ndarray, Tuple[np.ndarray, np.ndarray]],
+                         Tuple[np.ndarray, np.ndarray]]
+
+
+def search_unseen(index: ApproximateIndex, queries: np.ndarray, k: int,
+                  excluded_pairs: Tuple[np.ndarray, np.ndarray],
+                  exact: ExactFallback) -> Tuple[np.ndarray, np.ndarray]:
+  """The approximate k best rows per query, each query's excluded rows left out.
+
+  Every query asks the index for k + (the most exclusions of any query)
+  results, so each gets k that are not excluded whenever the index returns
+  that many. A query the index returns fewer for (its probed cells hold too
+  few rows, or the table is nearly all excluded) is searched exactly.
+
+  Args:
+    index: the index (over augment_items' rows for recommendations).
+    queries: [q, d] query vectors as index.search takes them.
+    k: results per query.
+    excluded_pairs: (query rows, table rows) that must not be returned.
+    exact: the exact search of some queries, called as
+      exact(query rows, their excluded pairs renumbered to those rows) and
+      returning (scores, ids) [len(query rows), k] like index.top_k.
+
+  Returns:
+    (scores float32 [q, k], ids int64 [q, k]) best first; a query gets
+    min(k, rows - its excluded rows) results, the other slots id -1 and
+    score -inf.
+  """
+  num_queries, num_rows = len(queries), len(index)
+  rows, excluded = (np.asarray(a, dtype=np.int64).ravel()
+                    for a in excluded_pairs)
+  inside = (excluded >= 0) & (excluded < num_rows)
+  rows, excluded = rows[inside], excluded[inside]
+  keys = np.unique(rows * num_rows + excluded)
+  excluded_count = np.bincount(keys // num_rows, minlength=num_queries)
+  wanted = np.minimum(k, num_rows - excluded_count)
+  depth = int(min(num_rows, k + excluded_count.max(initial=0)))
+  scores, ids = index.search(queries, depth)
+  candidate_keys = np.arange(num_queries, dtype=np.int64)[:, None] * num_rows
+  keep = (ids >= 0) & ~np.isin(candidate_keys + ids, keys)
+  keep &= np.cumsum(keep, axis=1) <= k
+  # Kept candidates first, each row's order (best first) unchanged.
+  order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+  kept = np.take_along_axis(keep, order, axis=1)
+  out_scores = np.full((num_queries, k), -np.inf, np.float32)
+  out_ids = np.full((num_queries, k), -1, np.int64)
+  width = order.shape[1]
+  out_scores[:, :width] = np.where(
+      kept, np.take_along_axis(scores, order, axis=1), -np.inf)
+  out_ids[:, :width] = np.where(kept, np.take_along_axis(ids, order, axis=1),
+                                -1)
+  short = np.flatnonzero(kept.sum(axis=1) < wanted)
+  if len(short):
+    position = np.full(num_queries, -1, np.int64)
+    position[short] = np.arange(len(short))
+    chosen = position[rows] >= 0
+    out_scores[short], out_ids[short] = exact(
+        short, (position[rows[chosen]], excluded[chosen]))
+  return out_scores, out_ids

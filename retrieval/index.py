@@ -35,6 +35,9 @@ DEFAULT_ITEM_BLOCK = 65536
 DEFAULT_GROUPS = 32
 
 Exclusions = Optional[Sequence[Optional[Sequence[int]]]]
+# Excluded (query row, item row) pairs as two equal-length int arrays: what
+# callers holding many queries' exclusions as arrays pass instead of lists.
+ExcludedPairs = Optional[Tuple[np.ndarray, np.ndarray]]
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -161,7 +164,9 @@ def top_k(queries: np.ndarray, items: np.ndarray, k: int,
           exclude: Exclusions = None,
           query_block: int = DEFAULT_QUERY_BLOCK,
           item_block: int = DEFAULT_ITEM_BLOCK,
-          groups: int = DEFAULT_GROUPS) -> Tuple[np.ndarray, np.ndarray]:
+          groups: int = DEFAULT_GROUPS,
+          excluded_pairs: ExcludedPairs = None
+          ) -> Tuple[np.ndarray, np.ndarray]:
   """Exact top-k items per query by inner product (+ an item bias).
 
   Args:
@@ -174,6 +179,8 @@ def top_k(queries: np.ndarray, items: np.ndarray, k: int,
     query_block: queries scored at a time.
     item_block: items scored at a time; with query_block it bounds memory.
     groups: strided slabs for the two-stage selection (see the module doc).
+    excluded_pairs: optional (query rows, item rows), the same exclusions
+      as two arrays (instead of `exclude`, not with it).
 
   Returns:
     (scores float32 [q, k], ids int64 [q, k]), best first, ties by smaller
@@ -201,8 +208,18 @@ def top_k(queries: np.ndarray, items: np.ndarray, k: int,
   out_ids = np.full((num_queries, k), -1, np.int64)
   if num_items == 0 or num_queries == 0:
     return out_scores, out_ids
-  excluded_rows, excluded_items = _exclusion_pairs(exclude, num_queries,
-                                                   num_items)
+  if excluded_pairs is None:
+    excluded_rows, excluded_items = _exclusion_pairs(exclude, num_queries,
+                                                     num_items)
+  else:
+    if exclude is not None:
+      raise ValueError("pass exclude or excluded_pairs, not both")
+    excluded_rows, excluded_items = (
+        np.asarray(column, dtype=np.int64).ravel() for column in
+        excluded_pairs)
+    inside = (excluded_items >= 0) & (excluded_items < num_items)
+    excluded_rows, excluded_items = (excluded_rows[inside],
+                                     excluded_items[inside])
   for q0 in range(0, num_queries, query_block):
     q1 = min(q0 + query_block, num_queries)
     in_block = (excluded_rows >= q0) & (excluded_rows < q1)

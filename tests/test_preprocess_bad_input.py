@@ -321,13 +321,13 @@ def test_progress_lines_are_throttled(monkeypatch, capsys):
   for now, rows in ((100.0, 1000), (105.0, 1000), (110.0, 1000),
                     (115.0, 1000), (121.0, 1000)):
     clock[0] = now
-    progress.rows_read(rows)
+    progress.rows_read(progress.ONE_PASS, rows)
   progress.announce_once("analyzing")
   progress.announce_once("analyzing")
   assert capsys.readouterr().out.splitlines() == [
       "embeddings preprocess: reading the inputs",
-      "embeddings preprocess: read 3,000 rows (300 rows/s)",
-      "embeddings preprocess: read 5,000 rows (238 rows/s)",
+      "embeddings preprocess: reading: 3,000 rows read (300 rows/s)",
+      "embeddings preprocess: reading: 5,000 rows read (238 rows/s)",
       "embeddings preprocess: analyzing"]
 
 
@@ -404,9 +404,10 @@ def test_named_run_prints_phases_and_one_summary(named_run):
   folder, report, lines = named_run
   assert lines[0].startswith("embeddings preprocess: removed 2 folder(s)")
   assert lines[1:4] == [
-      "embeddings preprocess: reading the inputs",
+      "embeddings preprocess: analysis pass: reading the inputs (the "
+      "transform pass reads them again once the analysis is done)",
       "embeddings preprocess: read every input "
-      f"({report['rows_written']['train']} train rows); analyzing on train",
+      f"({report['rows_written']['train']:,} train rows); analyzing on train",
       "embeddings preprocess: analyzed; transforming and writing"]
   assert lines[-1] == preprocess.summary_line(report)
   written = report["rows_written"]

@@ -7,7 +7,9 @@ import apache_beam as beam
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import BeamAssertException
+from apache_beam.utils import shared
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from core import artifacts
@@ -16,7 +18,10 @@ from core import layout
 from retrieval import recommend
 from workflows import recommend_batch as batch
 from workflows import recommend_batch_options as batch_options
+from workflows import recommend_chunks as chunks
+from workflows import recommend_seen
 from workflows import recommend_steps as steps
+from workflows import recommend_tables as tables
 
 NUM_USERS, NUM_ITEMS, DIM, K = 40, 25, 4, 5
 
@@ -163,20 +168,32 @@ def test_recommend_cli(export, capsys):
 def test_beam_transforms_exact_top_k_seen_excluded_each_user_once(export):
   seen_pairs = [(user, item) for user, items in export["seen"].items()
                 for item in sorted(items)] + [("ghost", "m1")]
-  user_rows = [(f"u{i}", export["users"][i]) for i in range(NUM_USERS)]
-  loader = steps.ItemLoader(export["dir"], "movie", True)
+  seen_batch = pa.RecordBatch.from_arrays(
+      [pa.array([[pair[side].encode()] for pair in seen_pairs],
+                pa.large_list(pa.large_binary())) for side in (0, 1)],
+      ["user_id", "item_id"])
+  user_lines = [f"u{i} " + " ".join(f"{x:.9g}" for x in export["users"][i])
+                for i in range(NUM_USERS)]
+  loader = tables.TablesLoader(tables.ItemLoader(export["dir"], "movie", True),
+                               tables.UserRowsLoader(export["dir"], "user"))
+  handle = shared.Shared()
   expected = _expected(export)
   with test_pipeline.TestPipeline() as p:
-    users = p | "Users" >> beam.Create(user_rows)
-    seen = p | "Seen" >> beam.Create(seen_pairs)
-    joined = (users, seen) | "Join" >> steps.JoinSeen()
-    # Block size 8 over 40 users: several blocks, one item block per block.
-    results = joined.users | "TopK" >> steps.RecommendTopK(
-        loader, K, block_size=8, item_block=10)
-    assert_that(results, lambda records: _check(records, expected))
-    assert_that(joined[steps.DEAD_LETTER],
+    users = (p | "Users" >> beam.Create(user_lines)
+             | "PackUsers" >> beam.ParDo(chunks.PackUserLines(
+                 DIM, [], shards=3)).with_outputs(chunks.DEAD_LETTER,
+                                                  main="chunks"))
+    seen = (p | "Seen" >> beam.Create([seen_batch])
+            | "PackSeen" >> beam.ParDo(recommend_seen.PackSeenBatches(
+                "user_id", "item_id", loader, handle, shards=3)).with_outputs(
+                    chunks.DEAD_LETTER, main="chunks"))
+    # Block size 8: several blocks per shard, several item blocks per block.
+    results = (users.chunks, seen.chunks) | "TopK" >> steps.ShardedRecommend(
+        loader, handle, K, block_size=8, item_block=10)
+    assert_that(results.users, lambda records: _check(records, expected))
+    assert_that(results[chunks.DEAD_LETTER],
                 lambda rejected: _equal(rejected, [{
-                    "table": "seen", "reason": steps.NO_EMBEDDING,
+                    "table": "seen", "reason": chunks.NO_EMBEDDING,
                     "raw": {"user": "ghost"}}]),
                 label="OrphanUsers")
 
@@ -217,7 +234,7 @@ def test_batch_job_end_to_end_parquet(export):
   assert counts["users_without_embedding"] == 1
   dead = _read_jsonl(paths.dead_letter_prefix + "*" + layout.JSONL_SUFFIX)
   assert sorted(d["reason"] for d in dead) == sorted(
-      [steps.MISSING_ID, steps.NO_EMBEDDING])
+      [chunks.MISSING_ID, chunks.NO_EMBEDDING])
   with open(paths.report) as handle:
     assert json.load(handle)["counts"] == counts
 
@@ -347,12 +364,16 @@ def test_run_reports_non_positive_k_as_a_usage_error(capsys):
       capsys.readouterr().err)
 
 
-def test_parse_word2vec_line_skips_reserved_rows_and_rejects_short_lines():
-  parse = steps.ParseWord2VecLine(2, ["[OOV_0]"])
-  [(token, vector)] = list(parse.process("u1 0.5 -1"))
-  assert token == "u1"
-  np.testing.assert_array_equal(vector, np.array([0.5, -1], np.float32))
-  assert not list(parse.process("[OOV_0] 1 2"))
-  [rejected] = list(parse.process("u2 1"))
-  assert rejected.tag == steps.DEAD_LETTER
-  assert rejected.value["reason"] == steps.BAD_VECTOR
+def test_pack_user_lines_skips_reserved_rows_and_rejects_bad_lines():
+  pack = chunks.PackUserLines(2, ["[OOV_0]"], shards=1)
+  pack.start_bundle()
+  outputs = [output for line in ("u1 0.5 -1", "[OOV_0] 1 2", "u2 1", "u3 x 2")
+             for output in pack.process(line)]
+  outputs += [output.value if isinstance(output, beam.pvalue.TaggedOutput)
+              else output for output in pack.finish_bundle()]
+  assert not outputs[:-3]
+  rejected = [output.value["raw"] for output in outputs[-3:-1]]
+  assert sorted(rejected) == ["u2 1", "u3 x 2"]
+  shard, (kind, tokens, vectors) = outputs[-1].value
+  assert (shard, kind, tokens.to_pylist()) == (0, chunks.USERS, ["u1"])
+  np.testing.assert_array_equal(vectors, np.array([[0.5, -1]], np.float32))

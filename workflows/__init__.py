@@ -6,6 +6,8 @@
 * `retrain`: scheduled retraining with a promotion gate and a model
   registry (`embeddings retrain` / `rollback`).
 * `recommend_batch`: the Beam job scoring every user against the item table;
-  its Beam steps (users from word2vec.txt, the seen-items join, blocked
-  scoring) are in `recommend_steps`.
+  its steps: `recommend_seen` (the --seen reader), `recommend_chunks` (the
+  packed shards, the user side), `recommend_tables` (per-worker tables),
+  `recommend_index` (exact or approximate search), `recommend_steps`
+  (scoring).
 """

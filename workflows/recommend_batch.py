@@ -23,13 +23,18 @@ writes (names from core.layout.RecommendationsLayout):
   OUT/dead_letter/part-*.jsonl   ratings rows without a user or item, users
       who rated but have no embedding, malformed user vector lines
   OUT/run_report.json   the counts, the users in, written and
-      dead-lettered, the output prefix and the wall time
+      dead-lettered, the index, the output prefix and the wall time
+  OUT/ann_index.faiss   the approximate index the workers searched (only
+      when it was used)
+
+--index (exact, approximate, auto) and the approximate index's build and
+calibration, before the pipeline runs, are in workflows/recommend_index.py.
 
 Scores rank items for a user: user . item (+ the item bias when the export
 has a `bias_<item>` table; see retrieval/recommend.py); exports of a model
 whose prediction is not that dot product (a dnn) are refused. The steps,
-and why they keep a worker's memory flat whatever the number of users, are
-in workflows/recommend_steps.py.
+and why they keep a worker's memory flat whatever the number of ratings,
+are in workflows/recommend_steps.py.
 """
 
 import dataclasses
@@ -40,6 +45,7 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.utils import shared
 
 from core import artifacts
 from core import files
@@ -49,7 +55,11 @@ from pipelines import metrics
 from pipelines import runners
 from retrieval import recommend as recommend_lib
 from workflows import recommend_batch_options as options_lib
+from workflows import recommend_chunks as chunks_lib
+from workflows import recommend_index
+from workflows import recommend_seen
 from workflows import recommend_steps as steps
+from workflows import recommend_tables as tables_lib
 
 COMMAND = "recommend-batch"
 # The job's options and parser live in recommend_batch_options (fast
@@ -61,31 +71,6 @@ PARQUET = options_lib.PARQUET
 # The exit status of a failure the user can fix (a missing table, a dnn
 # export, an unreadable --seen).
 USAGE_ERROR = 2
-
-
-def _check_tables(options: RecommendBatchOptions) -> str:
-  """The user table's directory, once both tables fit together.
-
-  Raises:
-    FileNotFoundError: a table is not in the export.
-    ValueError: the tables come from a model whose prediction is not their
-      dot product, or differ in dimension.
-  """
-  user_dir = artifacts.table_dir(options.embeddings, options.user_table)
-  user_meta = artifacts.read_metadata(user_dir)
-  item_meta = artifacts.read_metadata(
-      artifacts.table_dir(options.embeddings, options.item_table))
-  refusal = recommend_lib.score_refusal(options.embeddings, user_meta,
-                                        item_meta)
-  if refusal:
-    raise ValueError(refusal)
-  if int(user_meta["dimension"]) != int(item_meta["dimension"]):
-    raise ValueError(
-        f"user table {options.user_table!r} has dimension "
-        f"{user_meta['dimension']} and item table {options.item_table!r} "
-        f"{item_meta['dimension']}: scoring needs the user and item tables "
-        f"of one matrix-factorisation model")
-  return user_dir
 
 
 def seen_csv_options(options: RecommendBatchOptions) -> RecommendBatchOptions:
@@ -126,23 +111,45 @@ def seen_csv_options(options: RecommendBatchOptions) -> RecommendBatchOptions:
       seen_columns=options.seen_columns or found.columns)
 
 
-def _user_vectors(pipeline: beam.Pipeline, options: RecommendBatchOptions):
-  """Reads the user table's vectors; outputs main and DEAD_LETTER."""
-  user_dir = _check_tables(options)
-  user_meta = artifacts.read_metadata(user_dir)
-  parse = steps.ParseWord2VecLine(int(user_meta["dimension"]),
-                                  artifacts.reserved_tokens(user_meta))
+def user_count(options: RecommendBatchOptions) -> Optional[int]:
+  """The users the job will score, from word2vec.txt's header line.
+
+  Args:
+    options: the job's options.
+
+  Returns:
+    The table's real rows (its rows less OOV rows), or None when the
+    header does not tell.
+  """
+  user_dir, user_meta, _ = recommend_index.check_tables(options)
+  with files.open_text(layout.TableLayout(user_dir).word2vec) as handle:
+    header = handle.readline().split()
+  if len(header) != 2 or not header[0].isdigit():
+    return None
+  rows = int(header[0])
+  return min(rows, int(user_meta.get("vocabulary_size") or rows))
+
+
+def _user_chunks(pipeline: beam.Pipeline, options: RecommendBatchOptions,
+                 shards: int):
+  """Reads the user table's vectors as chunks; outputs main and DEAD_LETTER."""
+  user_dir, user_meta, _ = recommend_index.check_tables(options)
+  pack = chunks_lib.PackUserLines(int(user_meta["dimension"]),
+                                  artifacts.reserved_tokens(user_meta),
+                                  shards)
   return (pipeline
           | "ReadUserVectors" >> beam.io.ReadFromText(
               layout.TableLayout(user_dir).word2vec, skip_header_lines=1)
-          | "ParseUserVectors" >> beam.ParDo(parse).with_outputs(
-              steps.DEAD_LETTER, main="users"))
+          | "PackUsers" >> beam.ParDo(pack).with_outputs(
+              chunks_lib.DEAD_LETTER, main="chunks"))
 
 
-def _seen_pairs(pipeline: beam.Pipeline, options: RecommendBatchOptions):
-  """Reads --seen as (user, item) pairs; outputs main and DEAD_LETTER."""
+def _seen_chunks(pipeline: beam.Pipeline, options: RecommendBatchOptions,
+                 loader: tables_lib.TablesLoader,
+                 shared_handle: shared.Shared):
+  """Reads --seen as packed chunks; outputs main and DEAD_LETTER."""
   options = seen_csv_options(options)
-  source = steps.seen_source(
+  source = recommend_seen.seen_source(
       options.seen, file_format=options.seen_format,
       columns=options.seen_columns or (), delimiter=options.seen_delimiter or
       ",", skip_header_lines=options.seen_skip_header_lines or 0,
@@ -150,38 +157,48 @@ def _seen_pairs(pipeline: beam.Pipeline, options: RecommendBatchOptions):
       item_key=options.item_key)
   return (pipeline
           | "ReadSeenRatings" >> source
-          | "SeenPairs" >> beam.ParDo(steps.RecordBatchToPairs(
-              options.user_key, options.item_key)).with_outputs(
-                  steps.DEAD_LETTER, main="pairs"))
+          | "PackSeen" >> beam.ParDo(recommend_seen.PackSeenBatches(
+              options.user_key, options.item_key, loader, shared_handle,
+              options.shards)).with_outputs(chunks_lib.DEAD_LETTER,
+                                            main="chunks"))
 
 
-def build(pipeline: beam.Pipeline, options: RecommendBatchOptions) -> None:
+def build(pipeline: beam.Pipeline, options: RecommendBatchOptions,
+          loader: Optional[tables_lib.ItemLoader] = None) -> None:
   """Adds the recommendation job's steps to a pipeline.
 
   Args:
     pipeline: the Beam pipeline.
     options: the job's options.
+    loader: the item table's loader (recommend_index.prepare_index's);
+      default the exact search's.
 
   Raises:
     FileNotFoundError: a table is not in the export.
     ValueError: the tables do not fit together or cannot be ranked by
       their dot product, or --seen cannot be read (see seen_csv_options).
   """
-  parsed = _user_vectors(pipeline, options)
-  dead_letters = [parsed[steps.DEAD_LETTER]]
+  recommend_index.check_tables(options)
+  loader = tables_lib.TablesLoader(
+      loader or tables_lib.ItemLoader(options.embeddings, options.item_table,
+                                      not options.no_bias),
+      tables_lib.UserRowsLoader(options.embeddings, options.user_table)
+      if options.seen else None)
+  tables = shared.Shared()
+  # Without seen items nothing is grouped, so one shard keeps chunks whole.
+  users = _user_chunks(pipeline, options, options.shards if options.seen
+                       else 1)
+  dead_letters = [users[chunks_lib.DEAD_LETTER]]
+  inputs = users.chunks
   if options.seen:
-    pairs = _seen_pairs(pipeline, options)
-    joined = (parsed.users, pairs.pairs) | "JoinSeen" >> steps.JoinSeen()
-    users = joined.users
-    dead_letters += [pairs[steps.DEAD_LETTER], joined[steps.DEAD_LETTER]]
-  else:
-    users = parsed.users | "NothingSeen" >> beam.Map(steps.nothing_seen)
+    seen = _seen_chunks(pipeline, options, loader, tables)
+    inputs = (users.chunks, seen.chunks)
+    dead_letters.append(seen[chunks_lib.DEAD_LETTER])
+  scored = inputs | "Recommend" >> steps.ShardedRecommend(
+      loader, tables, options.top_k, options.block_size, options.item_block)
+  dead_letters.append(scored[chunks_lib.DEAD_LETTER])
   recommendations = (
-      users
-      | "Recommend" >> steps.RecommendTopK(
-          steps.ItemLoader(options.embeddings, options.item_table,
-                           not options.no_bias),
-          options.top_k, options.block_size, options.item_block)
+      scored.users
       | "CountWritten" >> beam.ParDo(steps.CountRecords("users_written")))
   paths = layout.RecommendationsLayout(options.output)
   if options.output_format == PARQUET:
@@ -203,8 +220,8 @@ def build(pipeline: beam.Pipeline, options: RecommendBatchOptions) -> None:
 
 
 def _counters(result) -> Dict[str, int]:
-  counts = {name: 0 for name in steps.COUNTERS}
-  counts.update(metrics.counter_totals(result, steps.NAMESPACE))
+  counts = {name: 0 for name in chunks_lib.COUNTERS}
+  counts.update(metrics.counter_totals(result, chunks_lib.NAMESPACE))
   return counts
 
 
@@ -217,12 +234,34 @@ def user_accounting(counts: Dict[str, int]) -> Dict[str, int]:
   Returns:
     {"in", "written", "dead_lettered"}: users read from the user table
     (valid lines and rejected ones) plus users who rated but have no
-    embedding; users written to the recommendations; and the rejected and
-    embedding-less users, who are in the dead letters.
+    embedding; users written to the recommendations; and the rejected,
+    repeated (a token's later lines) and embedding-less users, who are in
+    the dead letters.
   """
-  dead = counts["user_lines_rejected"] + counts["users_without_embedding"]
-  return {"in": counts["users_read"] + dead,
-          "written": counts["users_written"], "dead_lettered": dead}
+  outside = counts["user_lines_rejected"] + counts["users_without_embedding"]
+  return {"in": counts["users_read"] + outside,
+          "written": counts["users_written"],
+          "dead_lettered": outside + counts["users_repeated"]}
+
+
+def seen_accounting(counts: Dict[str, int]) -> Dict[str, int]:
+  """Where every --seen row went: in = used + dead-lettered.
+
+  Args:
+    counts: the job's counters.
+
+  Returns:
+    {"in", "used", "dead_lettered", "items_unknown"}: rows read; rows of
+    scored users, whose items are excluded; rows without a user or item id
+    and rows of users without an embedding, both in the dead letters (the
+    latter once per user); and the rows read whose item the item table
+    lacks (nothing to exclude).
+  """
+  return {"in": counts["seen_rows_read"],
+          "used": counts["seen_rows_of_users"],
+          "dead_lettered": (counts["seen_rows_rejected"] +
+                            counts["seen_rows_without_user"]),
+          "items_unknown": counts["seen_items_unknown"]}
 
 
 def recommend_batch(options: RecommendBatchOptions,
@@ -235,8 +274,9 @@ def recommend_batch(options: RecommendBatchOptions,
 
   Returns:
     The run report, as written to run_report.json: the output prefix,
-    format, k, block size, every counter, the user accounting
-    (user_accounting), the files written and the wall time.
+    format, k, block size, the index (recommend_index.prepare_index),
+    every counter, the user and rating accounting (user_accounting,
+    seen_accounting), the files written and the wall time.
 
   Raises:
     FileNotFoundError: a table is not in the export.
@@ -246,7 +286,9 @@ def recommend_batch(options: RecommendBatchOptions,
   """
   started = time.time()
   pipeline = beam.Pipeline(options=runners.preset_options(list(beam_args)))
-  build(pipeline, options)
+  loader, index_report = recommend_index.prepare_index(options)
+  build(pipeline, options, loader)
+  steps.PROGRESS.reset(user_count(options))
   result = pipeline.run()
   result.wait_until_finish()
   counts = _counters(result)
@@ -258,8 +300,10 @@ def recommend_batch(options: RecommendBatchOptions,
       "format": options.output_format,
       "k": options.top_k,
       "block_size": options.block_size,
+      "index": index_report,
       "counts": counts,
       "users": user_accounting(counts),
+      "seen_rows": seen_accounting(counts),
       "files": files.glob(f"{paths.prefix}-*{suffix}"),
       "wall_seconds": round(time.time() - started, 3),
   }

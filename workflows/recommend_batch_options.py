@@ -15,6 +15,7 @@ import dataclasses
 from typing import Optional, Tuple
 
 from core import flags
+from retrieval import approximate
 from retrieval import index as index_lib
 
 JSONL = "jsonl"
@@ -26,6 +27,13 @@ SEEN_FORMATS = (CSV, TFRECORD)
 STRING_IDS = "string"
 INT_IDS = "int"
 ID_TYPES = (STRING_IDS, INT_IDS)
+AUTO = "auto"
+EXACT = "exact"
+APPROXIMATE = "approximate"
+INDEX_KINDS = (AUTO, EXACT, APPROXIMATE)
+# Enough shards for every core of a few dozen workers, each shard still a
+# few thousand users at a million.
+DEFAULT_SHARDS = 64
 _POSITIVE = "-k, --block_size and --item_block must be positive"
 _DETECTED = "unset: detected from the first line of --seen"
 
@@ -83,15 +91,35 @@ class RecommendBatchOptions:
       "user_id", help="the user id column (feature) of --seen")
   item_key: str = flags.option(
       "item_id", help="the item id column (feature) of --seen")
+  index: str = flags.option(
+      AUTO, choices=INDEX_KINDS,
+      help=f"how users are scored: {EXACT} (every item), {APPROXIMATE} "
+           f"(a faiss IVF index calibrated to --target_recall), or {AUTO} "
+           f"({APPROXIMATE} above {approximate.APPROXIMATE_THRESHOLD:,} "
+           f"items)")
+  target_recall: float = flags.option(
+      approximate.DEFAULT_TARGET_RECALL,
+      help="recall@k the approximate index is calibrated to, on a sample "
+           "of users")
+  shards: int = flags.option(
+      DEFAULT_SHARDS,
+      help="user shards the seen-items join groups by (at least the "
+           "workers' cores)")
 
   def __post_init__(self):
     if self.top_k < 1 or self.block_size < 1 or self.item_block < 1:
       raise ValueError(_POSITIVE)
+    if self.shards < 1:
+      raise ValueError(f"--shards must be positive, got {self.shards}")
+    if not 0 < self.target_recall <= 1:
+      raise ValueError(f"--target_recall must be in (0, 1], got "
+                       f"{self.target_recall}")
     # argparse checks the choices of flags; this checks them for callers.
     for flag, value, choices in (
         ("--format", self.output_format, FORMATS),
         ("--seen_format", self.seen_format, SEEN_FORMATS),
-        ("--seen_id_type", self.seen_id_type, ID_TYPES)):
+        ("--seen_id_type", self.seen_id_type, ID_TYPES),
+        ("--index", self.index, INDEX_KINDS)):
       if value not in choices:
         raise ValueError(f"{flag} must be one of {', '.join(choices)}, got "
                          f"{value!r}")
