@@ -1,7 +1,8 @@
 """The scale scenario end to end, each stage against its floor.
 
   python -m benchmarks.scale_bench [--quick] [--rows N --users U --items I]
-      [--epochs 3] [--stages generate,preprocess,...] [--series 1000000,...]
+      [--epochs 3] [--models mf,dnn] [--stages generate,preprocess,...]
+      [--series 1000000,...]
       [--work DIR] [--keep]
 
 Default: 20M ratings of 1M users x 500K movies (--quick: 200K ratings, 20K
@@ -31,10 +32,16 @@ process (`embeddings ...`, as the Makefile's `run` target calls them):
   neighbors       embeddings neighbors for the three most rated movies
   quality         eval RMSE of mf and dnn vs the noise floor (the RMSE of
                   E[rating | truth], floor quality), and planted-cluster
-                  precision@10 of the mf movie vectors (and of the
-                  generator's own item factors: the ceiling)
+                  precision@10 of the mf movie vectors for a uniform sample
+                  of movies, per rating and per band of training ratings,
+                  each next to the data's ceiling (benchmarks/
+                  quality_floor.py) and the generator's own factors
   dataflow        python -m deploy.dataflow_job --dry_run build of the same
                   preprocessing at this size: built or not, its step count
+  runners         preprocess and recommend-batch under --preset direct
+                  (in-process) and --preset direct_multiprocess (one SDK
+                  worker process per core), one after the other: wall and
+                  peak RSS of the second against the first
   series          with --series: generate + preprocess + recommend-batch at
                   each row count (users and items fixed; recommend-batch
                   with the scenario's export and that size's ratings as
@@ -66,6 +73,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import benchmarks
+from benchmarks import quality_floor
 from benchmarks import run as run_lib
 from core import layout
 from pipelines import world_params
@@ -77,7 +85,9 @@ SEED = 1
 FULL = {"rows": 20_000_000, "users": 1_000_000, "items": 500_000}
 QUICK = {"rows": 200_000, "users": 20_000, "items": 10_000}
 STAGES = ("generate", "preprocess", "train", "export", "recommend",
-          "neighbors", "quality", "dataflow")
+          "neighbors", "quality", "dataflow", "runners")
+DEFAULT_STAGES = tuple(s for s in STAGES if s != "runners")
+RUNNER_PRESETS = ("direct", "direct_multiprocess")
 MODELS = ("mf", "dnn")
 SAMPLE_USERS = 10_000
 TRAIN_SAMPLE_ROWS = 2_000_000
@@ -201,12 +211,14 @@ def generate(data: str, rows: int, users: int, items: int, work: str
 
 
 def preprocess(data: str, output: str, work: str, rows: int,
-               floor: bool = True) -> Dict:
+               floor: bool = True, extra: Sequence[str] = (),
+               label: str = "") -> Dict:
   """embeddings preprocess with configs/synthetic.yaml (and its floor)."""
   shutil.rmtree(output, ignore_errors=True)
   measured = measure("preprocess", [
       EMBEDDINGS, "preprocess", "--spec", SPEC, "--env", f"DATA_DIR={data}",
-      "--output", output], os.path.join(work, f"preprocess_{rows}.log"))
+      "--output", output, *extra],
+                     os.path.join(work, f"preprocess_{rows}{label}.log"))
   report = _read_json(os.path.join(output, "run_report.json"))
   measured.update(rows=rows, rows_per_s=round(rows / measured["wall_s"]),
                   rows_written=report.get("rows_written"),
@@ -273,13 +285,14 @@ def export(model_dir: str, preprocessed: str, output: str, work: str
 
 
 def recommend(embeddings: str, seen: str, output: str, work: str,
-              label: str, floor: bool = True) -> Dict:
+              label: str, floor: bool = True, extra: Sequence[str] = ()
+             ) -> Dict:
   """embeddings recommend-batch, its accounting, and the faiss floor."""
   shutil.rmtree(output, ignore_errors=True)
   index = ["--index", "auto"]
   measured = measure("recommend-batch", [
       EMBEDDINGS, "recommend-batch", "--embeddings", embeddings, "--seen",
-      seen, "--output", output, "-k", str(K), *index],
+      seen, "--output", output, "-k", str(K), *index, *extra],
                      os.path.join(work, f"recommend_{label}.log"))
   report = _read_json(os.path.join(output, "run_report.json"))
   users = report.get("users") or {}
@@ -329,6 +342,33 @@ def quality(data: str, embeddings: Optional[str], work: str) -> Dict:
       "--data", data, "--sample", str(SAMPLE_USERS), "-k", str(K)] + (
           ["--export", embeddings] if embeddings else []), work)
   return dict(measured, **result)
+
+
+def runners(data: str, embeddings: Optional[str], work: str, rows: int
+           ) -> Dict:
+  """preprocess (and recommend-batch, given an export) under --preset
+  direct and --preset direct_multiprocess, one after the other."""
+  result: Dict = {}
+  for preset in RUNNER_PRESETS:
+    flags = ["--preset", preset]
+    output = os.path.join(work, f"runners_{preset}")
+    result[f"preprocess {preset}"] = preprocess(
+        data, os.path.join(output, "preprocessed"), work, rows, floor=False,
+        extra=flags, label=f"_{preset}")
+    if embeddings:
+      result[f"recommend {preset}"] = recommend(
+          embeddings, os.path.join(data, "ratings.csv"),
+          os.path.join(output, "recommendations"), work, f"runners_{preset}",
+          floor=False, extra=flags)
+    shutil.rmtree(output, ignore_errors=True)
+  single, multi = RUNNER_PRESETS
+  for job in ("preprocess", "recommend"):
+    if f"{job} {multi}" in result:
+      base, other = result[f"{job} {single}"], result[f"{job} {multi}"]
+      result[f"{job} x_in_process"] = {
+          "wall": round(other["wall_s"] / base["wall_s"], 2),
+          "peak_rss": round(other["peak_rss_mb"] / base["peak_rss_mb"], 2)}
+  return result
 
 
 def dataflow(data: str, work: str) -> Dict:
@@ -424,6 +464,20 @@ def _train_row(t: Dict) -> Dict:
               f"eval RMSE {t['eval_rmse']:.4f}")
 
 
+def planted_note(planted: Dict) -> str:
+  """Planted precision per query group: model / data ceiling."""
+  if not planted:
+    return "no export, no planted precision"
+  groups = planted.get("groups", {})
+  parts = [f"{group} {groups[group].get('model', '-')}/"
+           f"{groups[group].get('data_ceiling', '-')}"
+           for group in sorted(groups, key=quality_floor.group_order)]
+  return (f"planted precision@{K} model/data ceiling: " + ", ".join(parts)
+          + f" (truth factors {planted.get('truth_factors_precision', '-')}"
+          f", {planted.get('queries', '-')} uniform queries of "
+          f"{planted.get('items', '-')} movies)")
+
+
 def table(stages: Dict) -> List[Dict]:
   """The printed rows: one per stage, its floor and the headline numbers.
 
@@ -469,14 +523,22 @@ def table(stages: Dict) -> List[Dict]:
       rmse = ", ".join(f"{t} {stages[f'train_{t}']['eval_rmse']:.4f}"
                        for t in MODELS
                        if "eval_rmse" in stages.get(f"train_{t}", {}))
-      planted = m.get("planted", {})
       rows.append(_row(name, m, note=(
           f"eval RMSE {rmse or '-'} vs noise floor "
           f"{floor['rmse_of_expected']:.4f} (expected "
-          f"{floor['rmse_expected']:.4f}, noise {floor['noise']}); planted "
-          f"precision@{K} {planted.get('precision', '-')} on "
-          f"{planted.get('queries', '-')} movies (truth factors "
-          f"{planted.get('truth_factors_precision', '-')})")))
+          f"{floor['rmse_expected']:.4f}, noise {floor['noise']}); "
+          + planted_note(m.get("planted", {})))))
+    elif name == "runners":
+      for job in ("preprocess", "recommend"):
+        ratio = m.get(f"{job} x_in_process")
+        for preset in RUNNER_PRESETS:
+          if f"{job} {preset}" in m:
+            rows.append(_row(f"{job} --preset {preset}",
+                             m[f"{job} {preset}"],
+                             note=(f"x in-process: wall {ratio['wall']}, "
+                                   f"peak RSS {ratio['peak_rss']}")
+                             if ratio and preset != RUNNER_PRESETS[0]
+                             else ""))
     elif name == "dataflow":
       rows.append(_row("dataflow dry run", m, note=(
           f"built, {m.get('steps')} steps" if m.get("built")
@@ -523,7 +585,7 @@ def scenario(args: argparse.Namespace, work: str) -> Dict:
   if "preprocess" in wanted:
     stage("preprocess", preprocess, data, preprocessed, work, args.rows)
   if "train" in wanted:
-    for model_type in MODELS:
+    for model_type in args.models:
       stage(f"train_{model_type}", train, model_type, data, preprocessed,
             models_dir[model_type], args.epochs, work, args.train_sample)
   if "export" in wanted:
@@ -539,6 +601,9 @@ def scenario(args: argparse.Namespace, work: str) -> Dict:
           embeddings if os.path.isdir(embeddings) else None, work)
   if "dataflow" in wanted:
     stage("dataflow", dataflow, data, work)
+  if "runners" in wanted:
+    stage("runners", runners, data,
+          embeddings if os.path.isdir(embeddings) else None, work, args.rows)
   return stages
 
 
@@ -560,8 +625,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--users", type=int)
   parser.add_argument("--items", type=int)
   parser.add_argument("--epochs", type=int, default=3)
-  parser.add_argument("--stages", default=",".join(STAGES),
-                      help=f"comma-separated subset of {','.join(STAGES)}")
+  parser.add_argument("--models", default=",".join(MODELS),
+                      help="the train stage's models, a subset of "
+                           f"{','.join(MODELS)}")
+  parser.add_argument("--stages", default=",".join(DEFAULT_STAGES),
+                      help=f"comma-separated subset of {','.join(STAGES)} "
+                           f"(default: all but runners)")
   parser.add_argument("--series", default=None,
                       help="row counts, e.g. 1000000,5000000,20000000")
   parser.add_argument("--train_sample", type=int, default=TRAIN_SAMPLE_ROWS,
@@ -580,6 +649,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   unknown = sorted(set(args.stages) - set(STAGES))
   if unknown:
     parser.error(f"unknown stage(s) {unknown}; choose from {STAGES}")
+  args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+  if not args.models or set(args.models) - set(MODELS):
+    parser.error(f"--models {','.join(args.models)}: choose from {MODELS}")
   world_params.Params(rows=args.rows, seed=SEED, users=args.users,
                       items=args.items)
   work = os.path.abspath(args.work)

@@ -23,16 +23,14 @@ its own process (so the parent measures it like the stage itself):
               item bias folded in (user [u, 1] . item [v, b]), seen items
               excluded, for a sample of users; also the recall@k of the
               batch job's own output rows for those users against it.
-  quality     the noise floor: the RMSE on the eval split of the best
-              possible predictor, E[rating | the generator's truth], and
-              planted-cluster precision@k of the exported movie vectors.
+  quality     the noise floor and planted-cluster precision with its
+              ceilings (benchmarks/quality_floor.py).
 
 Usage (scale_bench runs these): python -m benchmarks.scale_floor
   {preprocess,train,recommend,quality} --result OUT.json ...
 """
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -44,82 +42,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
-from scipy import special
 import tensorflow as tf
 import tf_keras as keras
 from tfx_bsl import sketches
 from tfx_bsl.public import tfxio
 
+from benchmarks import quality_floor
 from core import artifacts
 from core import layout
 from pipelines import split as split_lib
-from retrieval import catalog
 from trainer import config as config_lib
 from trainer import data as data_lib
 from trainer import models
 from trainer import optimizers
 from transforms import feature_info
 from transforms import loader
+from workflows import recommend_output
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(REPO, "configs", "synthetic.yaml")
-BLOCK_BYTES = 4 << 20
 SEED = 1
 
 
 # ---------------------------------------------------------------- math
-
-
-def expected_rating(mean: np.ndarray, noise: float, step: float
-                   ) -> Tuple[np.ndarray, np.ndarray]:
-  """E and Var of clip(round_to_step(mean + N(0, noise^2)), 1, 5).
-
-  The generator's rating model (pipelines/world.py); the predictor with the
-  least squared error given everything but the noise draw is this E.
-
-  Args:
-    mean: the rating model's value before noise, per row.
-    noise: the noise's standard deviation.
-    step: the rating step (1.0 or 0.5).
-
-  Returns:
-    (expected rating, its variance), float64 per row.
-  """
-  mean = np.asarray(mean, dtype=np.float64)
-  levels = 1.0 + step * np.arange(int(round(4.0 / step)) + 1)
-  if noise <= 0:
-    value = np.clip(np.round(mean / step) * step, 1.0, 5.0)
-    return value, np.zeros_like(value)
-  # Level l takes [l - step/2, l + step/2); the end levels take the tails.
-  edges = (levels[:-1] + step / 2)[None, :]
-  below = special.ndtr((edges - mean[:, None]) / noise)
-  cdf = np.concatenate([np.zeros((len(mean), 1)), below,
-                        np.ones((len(mean), 1))], axis=1)
-  probs = np.diff(cdf, axis=1)
-  first = probs @ levels
-  second = probs @ (levels ** 2)
-  return first, np.maximum(second - first ** 2, 0.0)
-
-
-def noise_floor(ratings: np.ndarray, mean: np.ndarray, noise: float,
-                step: float) -> Dict[str, float]:
-  """The RMSE a perfect model gets on these rows.
-
-  Args:
-    ratings: the observed ratings.
-    mean: the rating model's value before noise for the same rows.
-    noise, step: the generator's noise and rating step.
-
-  Returns:
-    rmse_of_expected (observed ratings vs E[rating]), rmse_expected (the
-    square root of the mean variance: what the former tends to), rows.
-  """
-  value, variance = expected_rating(mean, noise, step)
-  error = np.asarray(ratings, dtype=np.float64) - value
-  return {"rmse_of_expected": float(np.sqrt(np.mean(error ** 2))),
-          "rmse_expected": float(np.sqrt(np.mean(variance))),
-          "rows": int(len(value))}
 
 
 def recall_at_k(found: Mapping[str, Sequence[str]],
@@ -177,160 +122,13 @@ def exact_top_k(users: np.ndarray, items: np.ndarray,
   return out
 
 
-def cluster_precision(vectors: np.ndarray, labels: np.ndarray,
-                      queries: np.ndarray, k: int) -> float:
-  """Cosine neighbour precision@k of the query rows against all rows.
-
-  The measure of retrieval.neighbors.neighbor_precision (own row excluded,
-  a hit is a neighbour with the query's label), for a sample of queries.
-
-  Args:
-    vectors: [n, d] rows.
-    labels: [n] true group per row.
-    queries: row numbers to query.
-    k: neighbours per query.
-
-  Returns:
-    Precision in [0, 1].
-  """
-  unit = np.asarray(vectors, dtype=np.float32)
-  unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
-  flat = faiss.IndexFlatIP(unit.shape[1])
-  flat.add(np.ascontiguousarray(unit))
-  _, ids = flat.search(np.ascontiguousarray(unit[queries]), k + 1)
-  hits = 0
-  for query, found in zip(queries, ids):
-    kept = [int(i) for i in found if i >= 0 and i != query][:k]
-    hits += int(np.sum(labels[kept] == labels[query]))
-  return hits / (k * len(queries))
-
-
-# ---------------------------------------------------------- the world
-
-
-def _indices(ids: pa.Array) -> np.ndarray:
-  """"u17" / "m42" -> 16 / 41 (the generator's 1-based ids)."""
-  return pc.cast(pc.utf8_slice_codeunits(ids, 1), pa.int64()).to_numpy(
-      zero_copy_only=False) - 1
-
-
-def model_mean(batch: pa.RecordBatch, params: Mapping,
-               truth: Mapping[str, np.ndarray]) -> np.ndarray:
-  """The generator's rating model before noise, for ratings rows.
-
-  Args:
-    batch: rows with user_id, item_id and timestamp.
-    params: truth/params.json.
-    truth: user_factors, item_factors, user_bias, item_bias arrays.
-
-  Returns:
-    float64 per row: global_mean + biases + p.q - affinity / K + time_bias.
-  """
-  users = _indices(batch.column("user_id"))
-  items = _indices(batch.column("item_id"))
-  since = batch.column("timestamp").to_numpy() - params["start_timestamp"]
-  weekday = (since // 86400) % 7
-  hour = (since // 3600) % 24
-  affinity = np.einsum("ij,ij->i", truth["user_factors"][users],
-                       truth["item_factors"][items], dtype=np.float64)
-  return (params["global_mean"] + truth["user_bias"][users]
-          + truth["item_bias"][items] + affinity
-          - params["affinity"] / params["clusters"]
-          + np.asarray(params["time_bias"])[weekday, hour])
-
-
-def _ratings(path: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-  types = {"user_id": pa.string(), "item_id": pa.string(),
-           "rating": pa.float64(), "timestamp": pa.int64()}
-  reader = pa_csv.open_csv(
-      path, read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
-      convert_options=pa_csv.ConvertOptions(
-          column_types=types, include_columns=list(columns)))
-  yield from reader
-
-
-def _split(spec_split) -> Tuple[Tuple[str, ...], float, int]:
-  return (tuple(spec_split.key), spec_split.eval_fraction, spec_split.seed)
-
-
-def quality(data: str, export: Optional[str], spec, sample: int, k: int
-           ) -> Dict:
-  """The noise floor on the eval split and planted-cluster precision.
-
-  Args:
-    data: the generated folder (ratings.csv, truth/).
-    export: an mf export (its movie table), or None.
-    spec: the loaded configs/synthetic.yaml (its split).
-    sample: query items for the precision (all when fewer).
-    k: neighbours per item.
-
-  Returns:
-    {"noise_floor": ..., "planted": ...}.
-  """
-  with open(os.path.join(data, "truth", "params.json"), encoding="utf-8") as f:
-    params = json.load(f)
-  truth = {name: np.load(os.path.join(data, "truth", f"{name}.npy"))
-           for name in ("user_factors", "item_factors", "user_bias",
-                        "item_bias")}
-  key, fraction, seed = _split(spec.split)
-  ratings, means = [], []
-  cache: Dict[str, bool] = {}
-  for batch in _ratings(os.path.join(data, "ratings.csv"),
-                        ("user_id", "item_id", "rating", "timestamp")):
-    in_eval = split_lib.eval_mask(split_lib.split_keys(batch, key), fraction,
-                                  seed, cache)
-    part = batch.filter(pa.array(in_eval))
-    ratings.append(part.column("rating").to_numpy())
-    means.append(model_mean(part, params, truth))
-  result = {"noise_floor": dict(
-      noise_floor(np.concatenate(ratings), np.concatenate(means),
-                  params["noise"], params["rating_step"]),
-      noise=params["noise"], rating_step=params["rating_step"])}
-  if export:
-    clusters = catalog.read_truth_clusters(
-        os.path.join(data, "truth", "item_clusters.csv"))
-    table = artifacts.load(export, "movie")
-    rows = [r for r in table.real_rows if table.tokens[r] in clusters]
-    vectors = table.vectors[rows]
-    labels = np.array([clusters[table.tokens[r]] for r in rows])
-    rng = np.random.default_rng(SEED)
-    queries = np.sort(rng.choice(len(rows), min(sample, len(rows)),
-                                 replace=False))
-    factors = np.load(os.path.join(data, "truth", "item_factors.npy"))
-    result["planted"] = {
-        "precision": round(cluster_precision(vectors, labels, queries, k), 4),
-        "truth_factors_precision": round(cluster_precision(
-            factors[catalog_rows(table, rows)], labels, queries, k), 4),
-        "k": k, "queries": int(len(queries)), "items": len(rows),
-        "source": f"{export}/movie", "target": 0.9}
-  return result
-
-
-def catalog_rows(table: artifacts.EmbeddingTable, rows: Sequence[int]
-                ) -> np.ndarray:
-  """The generator's item index of each table row ("m42" -> 41)."""
-  return _indices(pa.array([table.tokens[r] for r in rows], pa.string()))
-
-
 # ------------------------------------------------------- recommend
 
 
 def _read_output(folder: str, wanted: set) -> Dict[str, List[str]]:
-  """The batch job's rows for `wanted` users (jsonl or parquet)."""
-  found: Dict[str, List[str]] = {}
-  prefix = layout.RecommendationsLayout(folder).prefix
-  for path in sorted(glob.glob(prefix + "*")):
-    if path.endswith(".parquet"):
-      for row in pq.read_table(path, columns=["user", "items"]).to_pylist():
-        if row["user"] in wanted:
-          found[row["user"]] = row["items"]
-      continue
-    with open(path, encoding="utf-8") as handle:
-      for line in handle:
-        row = json.loads(line)
-        if row["user"] in wanted:
-          found[row["user"]] = row["items"]
-  return found
+  """The batch job's items for `wanted` users (jsonl or parquet)."""
+  return {user: row["items"] for user, row in
+          recommend_output.read_recommendations(folder, wanted).items()}
 
 
 def recommend(export: str, seen_path: str, output: Optional[str],
@@ -361,7 +159,7 @@ def recommend(export: str, seen_path: str, output: Optional[str],
   item_tokens = pa.array([items.tokens[r] for r in item_rows], pa.string())
   seen: Dict[str, List[int]] = {t: [] for t in tokens}
   wanted = pa.array(tokens, pa.string())
-  for batch in _ratings(seen_path, ("user_id", "item_id")):
+  for batch in quality_floor.read_ratings(seen_path, ("user_id", "item_id")):
     part = batch.filter(pc.is_in(batch.column("user_id"), value_set=wanted))
     where = pc.index_in(part.column("item_id"), value_set=item_tokens)
     for user, item in zip(part.column("user_id").to_pylist(),
@@ -505,7 +303,7 @@ def preprocess(data: str, output: str) -> Dict:
                               column_types={"item_id": pa.string(),
                                             "genres": pa.string()},
                               include_columns=["item_id", "genres"]))
-  key, fraction, seed = _split(spec.split)
+  key, fraction, seed = quality_floor.split_settings(spec.split)
   age_buckets = spec.feature("age_bucket").num_buckets
 
   counted = {"read": 0, "joined": 0}
@@ -513,8 +311,9 @@ def preprocess(data: str, output: str) -> Dict:
   def joined() -> Iterator[Tuple[str, pa.Table]]:
     cache: Dict[str, bool] = {}
     counted.update(read=0, joined=0)
-    for batch in _ratings(os.path.join(data, "ratings.csv"),
-                          ("user_id", "item_id", "rating", "timestamp")):
+    for batch in quality_floor.read_ratings(
+        os.path.join(data, "ratings.csv"),
+        ("user_id", "item_id", "rating", "timestamp")):
       counted["read"] += batch.num_rows
       user = pc.index_in(batch.column("user_id"), value_set=users["user_id"])
       item = pc.index_in(batch.column("item_id"), value_set=items["item_id"])
@@ -663,7 +462,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = recommend(args.export, args.seen, args.output, args.sample,
                        args.k)
   else:
-    result = quality(args.data, args.export,
+    result = quality_floor.quality(args.data, args.export,
                      loader.load_spec(SPEC, {"DATA_DIR": args.data}),
                      args.sample, args.k)
   result["job_seconds"] = round(time.perf_counter() - began, 3)

@@ -19,6 +19,7 @@ from retrieval import recommend
 from workflows import recommend_batch as batch
 from workflows import recommend_batch_options as batch_options
 from workflows import recommend_chunks as chunks
+from workflows import recommend_output
 from workflows import recommend_seen
 from workflows import recommend_steps as steps
 from workflows import recommend_tables as tables
@@ -203,16 +204,7 @@ def _equal(actual, expected):
     raise BeamAssertException(f"{list(actual)} != {expected}")
 
 
-def _read_jsonl(pattern):
-  records = []
-  for path in glob.glob(pattern):
-    with open(path) as handle:
-      records.extend(json.loads(line) for line in handle)
-  return records
-
-
 def test_batch_job_end_to_end_parquet(export):
-  import pyarrow.parquet as pq
   output = str(export["root"] / "batch_out")
   report = batch.run([
       "--embeddings", export["dir"], "--output", output, "-k", str(K),
@@ -220,19 +212,16 @@ def test_batch_job_end_to_end_parquet(export):
       "--format", "parquet", "--block_size", "16",
       "--runner", "DirectRunner"])
   paths = layout.RecommendationsLayout(output)
-  parts = glob.glob(paths.prefix + "-*.parquet")
-  assert parts
-  records = []
-  for path in parts:
-    records.extend(pq.read_table(path).to_pylist())
-  _check(records, _expected(export))
+  assert glob.glob(paths.prefix + "-*" + layout.PARQUET_SUFFIX)
+  _check(list(recommend_output.read_recommendations(output).values()),
+         _expected(export))
   counts = report["counts"]
   assert counts["users_read"] == counts["users_scored"] == NUM_USERS
   rated_rows = sum(len(items) for items in export["seen"].values()) + 2
   assert counts["seen_rows_read"] == rated_rows
   assert counts["seen_rows_rejected"] == 1
   assert counts["users_without_embedding"] == 1
-  dead = _read_jsonl(paths.dead_letter_prefix + "*" + layout.JSONL_SUFFIX)
+  dead = recommend_output.read_dead_letters(output)
   assert sorted(d["reason"] for d in dead) == sorted(
       [chunks.MISSING_ID, chunks.NO_EMBEDDING])
   with open(paths.report) as handle:
@@ -259,7 +248,7 @@ def test_recommend_batch_from_python_seen_tfrecord_to_jsonl(export):
           seen_format=batch_options.TFRECORD, no_bias=True),
       beam_args=["--runner", "DirectRunner"])
   paths = layout.RecommendationsLayout(output)
-  records = _read_jsonl(paths.prefix + "-*" + layout.JSONL_SUFFIX)
+  records = list(recommend_output.read_recommendations(output).values())
   _check(records, _expected(export, k=3, with_bias=False))
   with open(paths.report) as handle:
     assert json.load(handle) == report
@@ -276,10 +265,9 @@ def test_build_without_seen_recommends_from_every_item(export):
                                         output=output, top_k=2)
   with test_pipeline.TestPipeline() as p:
     batch.build(p, options)
-  paths = layout.RecommendationsLayout(output)
-  records = _read_jsonl(paths.prefix + "-*" + layout.JSONL_SUFFIX)
+  records = list(recommend_output.read_recommendations(output).values())
   _check(records, _expected(export, k=2, with_seen=False))
-  assert not _read_jsonl(paths.dead_letter_prefix + "*")
+  assert not recommend_output.read_dead_letters(output)
 
 
 # Every flag of the job before its options became a dataclass, as

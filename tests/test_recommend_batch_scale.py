@@ -1,6 +1,5 @@
 """recommend-batch at scale: the sharded seen join, the approximate index."""
 
-import glob
 import json
 import shutil
 
@@ -17,6 +16,7 @@ from workflows import recommend_batch as batch
 from workflows import recommend_batch_options as batch_options
 from workflows import recommend_chunks as chunks
 from workflows import recommend_index
+from workflows import recommend_output
 from workflows import recommend_seen
 from workflows import recommend_tables as tables
 
@@ -58,19 +58,8 @@ def _brute_force(users, items, bias, seen, k):
 
 
 def _outputs(output):
-  paths = layout.RecommendationsLayout(output)
-  records = {}
-  for path in glob.glob(paths.prefix + "-*" + layout.JSONL_SUFFIX):
-    with open(path) as handle:
-      for line in handle:
-        record = json.loads(line)
-        assert record["user"] not in records
-        records[record["user"]] = record
-  dead = []
-  for path in glob.glob(paths.dead_letter_prefix + "*"):
-    with open(path) as handle:
-      dead.extend(json.loads(line) for line in handle)
-  return records, dead
+  return (recommend_output.read_recommendations(output),
+          recommend_output.read_dead_letters(output))
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from core import artifacts
 from core import layout
 from retrieval import recommend
 from workflows import recommend_batch as batch
+from workflows import recommend_output
 
 RATINGS_CSV = ("user_id,item_id,rating,timestamp\n"
                "1,10,4,881250949\n2,30,5,881250950\n2,20,3,881250951\n"
@@ -71,18 +72,9 @@ def test_recommend_reads_both_files_alike(files_dir, name):
 
 
 def _records(output):
-  paths = layout.RecommendationsLayout(output)
-  records = {}
-  for path in glob.glob(paths.prefix + "-*" + layout.JSONL_SUFFIX):
-    with open(path) as handle:
-      for line in handle:
-        record = json.loads(line)
-        records[record["user"]] = (record["items"], record["scores"])
-  dead = []
-  for path in glob.glob(paths.dead_letter_prefix + "*"):
-    with open(path) as handle:
-      dead.extend(json.loads(line) for line in handle)
-  return records, dead
+  return ({user: (row["items"], row["scores"]) for user, row in
+           recommend_output.read_recommendations(output).items()},
+          recommend_output.read_dead_letters(output))
 
 
 @pytest.mark.parametrize("name", ["ratings.csv", "u.data"])
@@ -156,3 +148,14 @@ def test_recommend_ranks_a_hand_made_table_by_dot_product(files_dir):
       {"user": "3", "rank": 1, "item": "20", "name": None, "score": 0.75},
       {"user": "3", "rank": 2, "item": "30", "name": None, "score": 0.5}]
   np.testing.assert_array_equal(users.vectors[:3], [[1, 0], [0, 1], [1, 0.5]])
+
+
+def test_reading_back_refuses_a_user_written_twice(tmp_path):
+  paths = layout.RecommendationsLayout(str(tmp_path))
+  row = json.dumps({"user": "u1", "items": ["m1"], "scores": [0.5]})
+  for shard in ("00000-of-00002", "00001-of-00002"):
+    with open(f"{paths.prefix}-{shard}{layout.JSONL_SUFFIX}", "w") as handle:
+      handle.write(row + "\n")
+  with pytest.raises(ValueError, match="user 'u1' has two rows"):
+    recommend_output.read_recommendations(str(tmp_path))
+  assert recommend_output.read_recommendations(str(tmp_path), users=()) == {}

@@ -5,7 +5,6 @@ measuring pieces on tiny inputs.
 """
 
 import json
-import math
 import os
 import sys
 import textwrap
@@ -41,55 +40,6 @@ def test_measure_names_a_failed_command(tmp_path):
                         str(tmp_path / "log"))
 
 
-def test_expected_rating_without_noise_is_the_rounded_clipped_mean():
-  value, variance = scale_floor.expected_rating(
-      np.array([0.2, 2.4, 2.6, 7.0]), 0.0, 1.0)
-  np.testing.assert_array_equal(value, [1.0, 2.0, 3.0, 5.0])
-  np.testing.assert_array_equal(variance, [0.0] * 4)
-  value, _ = scale_floor.expected_rating(np.array([2.2, 2.3]), 0.0, 0.5)
-  np.testing.assert_array_equal(value, [2.0, 2.5])
-
-
-def test_expected_rating_with_noise():
-  # 3.0 is the middle of the clipped scale: symmetric, E = 3 exactly.
-  value, _ = scale_floor.expected_rating(np.array([3.0, -50.0, 60.0]), 0.7,
-                                         1.0)
-  np.testing.assert_allclose(value, [3.0, 1.0, 5.0], atol=1e-12)
-  # mean 1.0, noise 1.0, step 1: level l takes [l - 0.5, l + 0.5).
-  phi = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))
-  cuts = [phi(c - 1.0) for c in (1.5, 2.5, 3.5, 4.5)]
-  probs = np.diff([0.0] + cuts + [1.0])
-  levels = np.arange(1.0, 6.0)
-  mean = float(probs @ levels)
-  value, variance = scale_floor.expected_rating(np.array([1.0]), 1.0, 1.0)
-  assert value[0] == pytest.approx(mean, abs=1e-12)
-  assert variance[0] == pytest.approx(float(probs @ levels ** 2) - mean ** 2,
-                                      abs=1e-12)
-
-
-def test_noise_floor():
-  floor = scale_floor.noise_floor(np.array([3.0, 4.0]), np.array([3.0, 3.1]),
-                                  0.0, 1.0)
-  assert floor == {"rmse_of_expected": math.sqrt(0.5), "rmse_expected": 0.0,
-                   "rows": 2}
-
-
-def test_model_mean_is_the_generators_formula():
-  start = 1_420_416_000
-  params = {"start_timestamp": start, "global_mean": 3.0, "affinity": 1.5,
-            "clusters": 3, "time_bias": np.arange(7 * 24).reshape(7, 24)
-                                              .tolist()}
-  truth = {"user_factors": np.array([[0, 0], [1, 2]], np.float32),
-           "item_factors": np.array([[3, 4], [0, 0]], np.float32),
-           "user_bias": np.array([0.0, 0.25], np.float32),
-           "item_bias": np.array([-0.5, 0.0], np.float32)}
-  batch = pa.record_batch({"user_id": ["u2"], "item_id": ["m1"],
-                           "timestamp": [start + 86400 + 3 * 3600 + 59]})
-  # 3 + 0.25 - 0.5 + (1*3 + 2*4) - 1.5/3 + time_bias[1][3] (= 27).
-  np.testing.assert_allclose(
-      scale_floor.model_mean(batch, params, truth), [40.25])
-
-
 def test_recall_at_k():
   found = {"a": ["1", "2", "3"], "b": ["9"]}
   truth = {"a": ["1", "2", "4"], "b": ["5", "6"], "c": ["7"]}
@@ -107,14 +57,6 @@ def test_exact_top_k_folds_in_the_bias_and_skips_seen():
       users, items, np.array([0.0, 1.0, 0.0]), [[1]], 3), [[0, 2, -1]])
   np.testing.assert_array_equal(scale_floor.exact_top_k(
       users, items, None, [[]], 2), [[0, 1]])
-
-
-def test_cluster_precision():
-  vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
-  labels = np.array([0, 0, 1, 1])
-  queries = np.arange(4)
-  assert scale_floor.cluster_precision(vectors, labels, queries, 1) == 1.0
-  assert scale_floor.cluster_precision(vectors, labels, queries, 2) == 0.5
 
 
 def test_growth_is_relative_to_the_smallest_size():
@@ -147,3 +89,23 @@ def test_neighbour_queries_are_the_most_rated_movies(tmp_path):
   (movie / "vocab.txt").write_text("m17\nm4\nm250\nm9\n", encoding="utf-8")
   assert scale_bench.most_frequent_movies(str(tmp_path), 3) == [
       "m17", "m4", "m250"]
+
+
+def test_table_rows_of_quality_and_runners():
+  planted = {"truth_factors_precision": 1.0, "queries": 4, "items": 9,
+             "groups": {"band 200+": {"model": 1.0, "data_ceiling": 1.0},
+                        "band 20-49": {"model": 0.8, "data_ceiling": 0.9},
+                        "uniform": {"model": 0.5, "data_ceiling": 0.75}}}
+  assert scale_bench.planted_note(planted) == (
+      "planted precision@10 model/data ceiling: uniform 0.5/0.75, band 20-49 "
+      "0.8/0.9, band 200+ 1.0/1.0 (truth factors 1.0, 4 uniform queries of "
+      "9 movies)")
+  run = {"wall_s": 10.0, "cpu_s": 12.0, "peak_rss_mb": 100.0}
+  rows = scale_bench.table({"runners": {
+      "preprocess direct": run,
+      "preprocess direct_multiprocess": dict(run, wall_s=8.0),
+      "preprocess x_in_process": {"wall": 0.8, "peak_rss": 1.0}}})
+  assert [(r["stage"], r["wall_s"], r["note"]) for r in rows] == [
+      ("preprocess --preset direct", 10.0, ""),
+      ("preprocess --preset direct_multiprocess", 8.0,
+       "x in-process: wall 0.8, peak RSS 1.0")]

@@ -166,7 +166,9 @@ class TrainerConfig:
   max_input_memory_mb: int = flags_lib.option(
       4096, help="the in-memory budget input_mode auto loads within")
   checkpoint_every: int = flags_lib.option(
-      1000, help="checkpoint every N training steps (0: each epoch)")
+      0, help="checkpoint every N training steps (0: at each epoch's end); "
+              "a checkpoint writes every table and its optimizer moments, "
+              "so N should cover minutes of training")
   strategy: str = flags_lib.option(
       "auto", help="the distribution strategy; auto: from TF_CONFIG and the "
                    "local GPUs", choices=STRATEGIES)
